@@ -21,7 +21,7 @@ DEFAULT_CONFIG = "configs/synthetic.toml"
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pipeline.info", "versions, decoders, CUDA and ffmpeg found on this machine"),
     "synth": ("pipeline.synth", "generate the synthetic multi-view CPR dataset"),
-    "manifest": ("pipeline.manifest_cli", "check a manifest, or build one from a CPR-Coach folder"),
+    "manifest": ("pipeline.manifest_cli", "check a manifest and summarise it"),
     "flow": ("extract.flow_cli", "compute optical flow videos for a manifest"),
     "finetune": ("train.finetune_cli", "train the TSN/TSM backbone on single-class videos"),
     "extract": ("extract.cli", "extract per-segment features into HDF5"),

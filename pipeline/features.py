@@ -118,6 +118,30 @@ def _write_rows(path: Path, rows: dict[str, np.ndarray], attrs: dict[str, Any]) 
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: Path) -> int:
+    """Delete ``*.<pid>.tmp`` files left by writers that died (their pid is gone)."""
+    n = 0
+    for tmp in folder.glob("*.tmp"):
+        try:
+            pid = int(tmp.suffixes[-2].lstrip("."))
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 class ShardWriter:
     """Buffers rows and closes them into complete-or-absent shard files.
 
@@ -134,6 +158,7 @@ class ShardWriter:
         self.rows_per_shard = rows_per_shard
         self.dir = shard_dir(self.path)
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.dir)
         self._rows: list[dict[str, Any]] = []
         self._dim: tuple[int, int] | None = None
         self.written = 0
@@ -254,6 +279,9 @@ def consolidate(path: str | Path, attrs: dict[str, Any] | None = None) -> Path:
     _write_rows(path, out, merged_attrs)
     for s in shards:
         s.unlink(missing_ok=True)
+    if d.is_dir():
+        remove_stale_tmp(d)
+    remove_stale_tmp(path.parent)
     try:
         d.rmdir()
     except OSError:

@@ -1,4 +1,8 @@
-"""``cprclip manifest check PATH`` and ``cprclip manifest build-cpr-coach ROOT``."""
+"""``cprclip manifest check PATH``: validate a manifest and summarise it.
+
+CPR-Coach's own folder layout is not public, so there is no builder for it: a user writes the
+manifest CSV described in README.md ("Real CPR-Coach data") and checks it with this command.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,18 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("path")
     c.add_argument("--no-files", action="store_true", help="do not check that files exist")
     c.add_argument("--allow-outside-root", action="store_true")
-    b = sub.add_parser("build-cpr-coach", help="write a manifest for a CPR-Coach folder")
-    b.add_argument("root", help="the CPR-Coach dataset folder")
-    b.add_argument("--out", default=None, help="manifest path (default: ROOT/manifest.csv)")
-    b.add_argument("--val-participants", default="", help="comma-separated participant ids")
-    b.add_argument("--test-participants", default="", help="comma-separated participant ids")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.action == "build-cpr-coach":
-        from pipeline.cpr_coach import build_manifest
-
-        return build_manifest(args)
     try:
         records, errors = parse_manifest(args.path, check_files=not args.no_files,
                                          allow_outside_root=args.allow_outside_root)
