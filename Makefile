@@ -87,3 +87,19 @@ clean:
 	rm -rf runs features/$(DATASET) report
 clean-all: clean
 	rm -rf data/synthetic $(VENV)
+
+# --- the assistant as a web page (evaluate/serve.py, docs/serve.md) ---
+.PHONY: serve browser-deps test-browser
+# Serves http://127.0.0.1:8000/ until Ctrl+C. `make serve RUN=runs/bce` picks another run.
+serve: setup
+	$(CLI) serve --config $(CONFIG) $(call ov,run,$(RUN)) $(ARGS)
+
+# The browser test drives Debian's headless Chromium over its DevTools protocol (no driver
+# binary). It is installed from Debian's package here; no test ever downloads a browser.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else echo "browser-deps: /usr/bin/chromium is missing; as root run: apt-get install chromium" >&2; exit 1; fi
+
+test-browser: setup browser-deps
+	CPRCLIP_NO_PROGRESS=1 $(PY) -m pytest -q -m browser -rs tests/serve

@@ -193,7 +193,7 @@ def fuse_views(scores: np.ndarray, labels: np.ndarray, take_id: np.ndarray,
     # Every view's labels must equal the take's (the last view written above).
     bad = (take_labels[inv] != labels).any(axis=1)
     if bad.any():
-        raise ValueError(f"take {take_id[bad][0]!r}: views have different labels")
+        raise ValueError(f"take {str(take_id[bad][0])!r}: views have different labels")
     if method == "mean":
         fused = np.zeros((k, c))
         np.add.at(fused, inv, scores)

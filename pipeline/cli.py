@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.cli", "train CPR-CLIP, CPR-CLIP+ or a baseline on HDF5 features"),
     "eval": ("evaluate.cli", "evaluate runs and write the report"),
     "predict": ("evaluate.predict_cli", "errors and advice for the views of one take"),
+    "serve": ("evaluate.serve", "the assistant as a web page and HTTP API (127.0.0.1:8000)"),
 }
 
 

@@ -1,0 +1,40 @@
+"""``cprclip eval``: evaluate runs on the composite-error test split and write the report."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from pipeline.cli import add_config_arguments
+from pipeline.config import load_stage_config
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--run", action="append", default=[], metavar="NAME",
+                   help="evaluate this run (a folder under runs_dir, or a path); repeatable. "
+                        "Default: every run with a checkpoint")
+
+
+def main(args: argparse.Namespace) -> int:
+    from evaluate.runner import EvalConfig, EvalError, format_tables, run_eval
+
+    overrides = list(args.overrides)
+    if args.run:
+        overrides.append("runs=" + ",".join(args.run))
+    cfg = load_stage_config(EvalConfig, "eval", args.config, overrides)
+    command = "cprclip eval " + " ".join(shlex.quote(a) for a in
+                                         ["--config", str(args.config), *args.overrides,
+                                          *(f"--run={r}" for r in args.run)])
+    try:
+        entries, errors = run_eval(cfg, command=command)
+    except EvalError as e:
+        log.error("%s", e)
+        return 1
+    if entries:
+        sys.stdout.write("\n" + format_tables(entries))
+        sys.stdout.write(f"\nReport: {cfg.report_dir}/report.html (and report.md)\n")
+    return 1 if errors else 0

@@ -1,0 +1,719 @@
+"""``cprclip serve``: the assistant as a web page and an HTTP API (FastAPI on uvicorn).
+
+A trainer opens the page, drops in the 1-4 views of one take and reads which errors the model
+sees, what to correct, the frames it looked at and a confidence chart. The model is loaded once
+when the server starts; each request only decodes, extracts and scores.
+
+API (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
+
+- ``GET /health``: the server is up; which run it uses and the upload limits;
+- ``POST /predict``: multipart form with ``files`` (1-4 videos of one take) and ``views`` (the
+  view number 1-4 of each file, in order; default 1, 2, ...). Waits and returns the result;
+- ``POST /jobs``: the same form; returns ``202 {"id": ...}`` at once. ``GET /jobs/{id}`` then
+  tells the stage the work is in, and holds the result (or the error) when it is finished.
+  The page uses this pair to show progress.
+
+Bad input is answered with a 4xx status and ``{"detail": "<one plain sentence>"}``: no file
+(400), more than ``max_files`` (400), an empty file (400), a bad view number (400), a file over
+``max_upload_mb`` (413), a file that is not a readable video (415). A failure inside the model
+work is a 500 with the reason, and the server goes on serving.
+
+Safety: an upload's name is only ever *shown*, never used as a path: each request writes its
+files as ``view<N>.video`` into its own new temporary folder (so two requests never share a
+file), and that folder is removed when the request's work ends, whatever happened. Request
+bodies are cut off once they pass the total upload limit, before anything is parsed.
+
+Work runs in a thread pool of ``workers`` threads, so the event loop keeps answering status
+polls and health checks while a take is being analysed; takes beyond that wait in a queue of
+at most ``max_queue`` (more -> 503).
+
+The model work goes through a small adapter, :class:`Analyser`; :class:`AssistantAnalyser`
+runs the steps of :func:`evaluate.assistant.predict_take` one by one with the run and the
+backbone loaded once, so the page can show each step.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from pipeline.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``[serve]`` section of a config TOML."""
+
+    runs_dir: str = "runs"  # from [common]: where run names are looked up
+    # run folder: a name under runs_dir or a path; "" = the assistant's default choice
+    # (runs/cpr_clip_plus when present, else the run with the best val mAP)
+    run: str = ""
+    host: str = "127.0.0.1"  # loopback only: the page is for the trainer's own machine
+    port: int = 8000
+    # per file: a 20 s CPR-Coach view (4K H.264) is 50-150 MB; more is rather a wrong file
+    max_upload_mb: float = 200.0
+    max_files: int = 4  # the 4 camera views of one take
+    workers: int = 1  # takes analysed at once: one take already keeps 2 CPU cores busy
+    max_queue: int = 8  # takes waiting beyond this get "busy, try again" (503)
+    keep_results: int = 64  # finished jobs kept for GET /jobs/{id}; the oldest go first
+    thumb_height: int = 96  # px of the frame thumbnails on the page
+
+    def validate(self) -> None:
+        if not 1 <= self.max_files <= 4:
+            raise ConfigError(f"[serve] max_files={self.max_files} must be 1..4 (views of a take)")
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"[serve] max_upload_mb={self.max_upload_mb} must be > 0")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"[serve] port={self.port} must be 0..65535")
+        for key in ("workers", "max_queue", "keep_results", "thumb_height"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[serve] {key}={getattr(self, key)} must be >= 1")
+
+
+class InputProblem(Exception):
+    """Input the model cannot use (a non-video file, too few frames); shown to the user.
+
+    ``status`` is the HTTP status that goes with it (415: not a video; 400: other).
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter between the server and the model
+
+
+Progress = Callable[[str], None]
+
+
+class Analyser(Protocol):
+    """What the server needs from the model. Loaded once; methods are called from worker threads.
+
+    ``analyse`` gets the V uploaded videos (V = 1..4, temporary paths) and their view numbers,
+    calls ``progress(stage_key)`` as it enters each stage of :meth:`stages`, and returns a
+    JSON-able dict with at least ``errors`` (list of {id, name, score, advice}, most certain
+    first), ``looks_correct`` (bool), ``scores`` ({class name: score}), and ``frames``
+    ({view: [JPEG data URL, ...]}: the sampled frames of each view).
+    """
+
+    def describe(self) -> dict[str, Any]:
+        """Run name, model, score kind and warnings: shown by /health and on the page."""
+        ...
+
+    def stages(self) -> list[tuple[str, str]]:
+        """(key, label in plain words) of each stage, in order."""
+        ...
+
+    def check_video(self, path: Path) -> None:
+        """Raise InputProblem unless ``path`` is a video the model can read."""
+        ...
+
+    def analyse(self, videos: list[Path], views: list[int], progress: Progress) -> dict[str, Any]:
+        ...
+
+
+def jpeg_data_urls(frames: np.ndarray, height: int) -> list[str]:
+    """(T, H, W, 3) uint8 RGB -> T JPEG data URLs, each scaled to ``height`` px high."""
+    import cv2
+
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        size = (max(1, round(w * height / h)), height)
+        small = cv2.resize(np.ascontiguousarray(f), size, interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if ok:
+            out.append("data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii"))
+    return out
+
+
+# Plain-words description of each class for the page (what the trainer sees), by class id.
+PLAIN: tuple[str, ...] = (
+    "The compressions look right.",
+    "The hands lie on top of each other without the fingers interlocked.",
+    "The hands are clenched into fists.",
+    "Only one hand is pressing.",
+    "The elbows bend while pressing.",
+    "The arms lean to one side instead of pushing straight down.",
+    "The body jumps up and down with each press.",
+    "The rescuer squats instead of kneeling.",
+    "The rescuer stands instead of kneeling.",
+    "The hands are not on the middle of the chest.",
+    "The presses are too shallow.",
+    "The presses are too slow.",
+    "The presses are too deep.",
+    "The hands move to a different place on the chest between presses.",
+)
+
+
+def plain_notes(warnings: list[str]) -> list[str]:
+    """The assistant's warnings (written for engineers) as notes a trainer can read."""
+    out: list[str] = []
+    for w in warnings:
+        low = w.lower()
+        if "random" in low and "initiali" in low:
+            note = ("This is a demonstration model: it learned from computer-made example videos "
+                    "with an untrained picture reader, so its findings show how the assistant "
+                    "works, not a judgement of real CPR.")
+        elif "threshold" in low:
+            note = ("The level from which a mistake is reported has not been tuned for this "
+                    "model yet, so a standard level is used.")
+        else:
+            note = w
+        if note not in out:
+            out.append(note)
+    return out
+
+
+class AssistantAnalyser:
+    """The real model: :mod:`evaluate.assistant`'s steps with the run and backbone loaded once.
+
+    Per take of V views: check that each video opens (``assistant.check_readable``); compute
+    flow when the run uses flow (``extract.flow.compute_flow_video`` with the recorded recipe);
+    decode the sampled frames and extract (V, T, D) features per modality with the training
+    recipe (``extract.runner.video_views`` + ``FeatureModel``, as
+    ``extract.runner.features_for_videos`` does); score with ``Run.scores`` -> (V, C), fuse the
+    views by the mean -> (C,) and decide with ``assistant.decide``.
+    """
+
+    def __init__(self, predict_cfg, thumb_height: int = 96):
+        from evaluate import assistant as A
+        from extract.runner import ExtractError, FeatureModel, config_from_json, pick_device
+        from pipeline.provenance import sha256_file
+        from train.runs import load_run
+
+        self.cfg = predict_cfg
+        self.thumb_height = thumb_height
+        self.run_dir = A.resolve_run_dir(predict_cfg)
+        try:
+            self.run = load_run(self.run_dir)
+        except Exception as e:  # noqa: BLE001 - the loader names its file
+            raise A.PredictError(f"run {self.run_dir}: cannot load ({A._first_line(e)})") from e
+        metrics = A._metrics(self.run_dir)
+        self.head = A.choose_head(self.run, metrics, predict_cfg.head)
+        self.thresholds, self.threshold_source, warnings = A.load_thresholds(
+            self.run_dir, self.head, predict_cfg)
+        self.attrs = A._feature_attrs(self.run)
+        self.decoder = A._decoder(self.attrs)
+        from evaluate.runner import is_random_init
+
+        for m, attrs in self.attrs.items():
+            if is_random_init(attrs):
+                warnings.append(f"run {self.run.name} was trained on {m} features from a "
+                                f"randomly initialised backbone: its advice is a demo, not a "
+                                "judgement of real CPR")
+        self.warnings = warnings
+        # The backbone of each modality, loaded once (features_for_videos loads it per call).
+        self.extract_cfg = {}
+        self.models = {}
+        device = pick_device(predict_cfg.device)
+        for m, attrs in self.attrs.items():
+            ecfg = config_from_json(attrs["config_json"])
+            ckpt = None
+            if attrs.get("init") == "checkpoint":
+                ckpt = Path(attrs.get("checkpoint_path", ""))
+                if not ckpt.is_file():
+                    raise ExtractError(f"{ckpt}: the checkpoint the run's {m} features were made "
+                                       "with is missing")
+                if sha256_file(ckpt) != attrs["checkpoint_sha256"]:
+                    raise ExtractError(f"{ckpt}: sha256 differs from the run's {m} feature file")
+            self.extract_cfg[m] = ecfg
+            self.models[m] = FeatureModel(ecfg, m, ckpt, device)
+        log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", self.run.name,
+                 self.run.model_name, self.head, self.threshold_source, ", ".join(self.attrs))
+
+    def describe(self) -> dict[str, Any]:
+        backbones = sorted({str(a.get("backbone", "?")) for a in self.attrs.values()})
+        return {"run": self.run.name, "model": self.run.model_name, "head": self.head,
+                "score_kind": "probability" if self.head == "bce" else "similarity",
+                "threshold_source": self.threshold_source, "backbone": ", ".join(backbones),
+                "modalities": list(self.attrs), "warnings": list(self.warnings)}
+
+    def stages(self) -> list[tuple[str, str]]:
+        out = [("check", "Opening the videos")]
+        if "flow" in self.attrs:
+            out.append(("flow", "Measuring the movement between frames"))
+        out += [("features", "Looking at the sampled frames"),
+                ("score", "Comparing with the known errors")]
+        return out
+
+    def check_video(self, path: Path) -> None:
+        from evaluate.assistant import PredictError, check_readable
+
+        try:
+            check_readable(path, self.decoder)
+        except PredictError as e:
+            raise InputProblem(str(e), status=415) from None
+
+    def analyse(self, videos: list[Path], views: list[int], progress: Progress) -> dict[str, Any]:
+        import torch
+
+        from evaluate.assistant import Detection, Prediction, decide
+        from extract.flow import compute_flow_video, parse_recipe
+        from extract.runner import VideoFailure, video_views
+        from pipeline.taxonomy import ADVICE, CLASSES
+
+        progress("check")
+        for v in videos:
+            self.check_video(v)
+        flows: list[Path | None] = [None] * len(videos)
+        if "flow" in self.attrs:
+            progress("flow")
+            rec = parse_recipe(self.attrs["flow"].get("flow_recipe", ""))
+            if not rec:
+                raise RuntimeError(f"run {self.run.name}: its flow features record no flow_recipe")
+            for i, v in enumerate(videos):
+                flows[i] = v.with_name(v.stem + ".flow.mp4")
+                compute_flow_video(v, flows[i], rec["method"], int(rec["short_side"]) or None,
+                                   float(rec["bound"]))
+        progress("features")
+        feats: dict[str, np.ndarray] = {}
+        frames: dict[str, list[str]] = {}
+        for m, fm in self.models.items():
+            rows = []
+            for i, v in enumerate(videos):
+                try:
+                    vv = video_views(self.extract_cfg[m], m, v, flows[i])  # (K, T, h, w, C) uint8
+                except VideoFailure as e:
+                    raise InputProblem(str(e), status=422) from None
+                if m == "rgb":
+                    frames[str(views[i])] = jpeg_data_urls(vv[0], self.thumb_height)
+                rows.append(fm(torch.from_numpy(vv[None]))[0])  # (T, D)
+            feats[m] = np.stack(rows)  # (V, T, D)
+        if not frames:  # a flow-only run: show the sampled RGB frames anyway
+            from extract.decoders import open_video, read_frames
+            from extract.sampling import segment_indices
+
+            T = next(iter(self.extract_cfg.values())).segments
+            for i, v in enumerate(videos):
+                with open_video(v, self.decoder) as r:
+                    n = r.num_frames
+                frames[str(views[i])] = jpeg_data_urls(
+                    read_frames(v, segment_indices(n, T, 1).reshape(-1), self.decoder),
+                    self.thumb_height)
+        progress("score")
+        per_view = np.asarray(self.run.scores(feats)[self.head], dtype=np.float64)  # (V, C)
+        fused = per_view.mean(axis=0)  # (C,): mean over views, as the assistant and eval do
+        errors, correct, dropped = decide(fused, self.thresholds, self.cfg.clip_z)
+        thr = self.thresholds
+        pred = Prediction(
+            videos=[f"view {w}" for w in views], views=list(views), run=self.run.name,
+            model=self.run.model_name, head=self.head, threshold_source=self.threshold_source,
+            errors=[Detection(c, CLASSES[c], float(fused[c]),
+                              None if thr is None else float(thr[c]), ADVICE[c]) for c in errors],
+            looks_correct=not errors, correct_detected=correct,
+            scores={CLASSES[c]: float(fused[c]) for c in range(len(CLASSES))},
+            thresholds=None if thr is None else {
+                CLASSES[c]: (float(t) if np.isfinite(t) else None) for c, t in enumerate(thr)},
+            suppressed=dropped, warnings=list(self.warnings))
+        out = pred.to_dict()
+        out["frames"] = frames
+        out["per_view_scores"] = {str(w): [float(s) for s in per_view[i]]
+                                  for i, w in enumerate(views)}
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: one per take, run in the thread pool
+
+
+@dataclass
+class Job:
+    id: str
+    views: list[int]
+    names: list[str]
+    stages: list[tuple[str, str]]
+    workdir: Path
+    created: float = field(default_factory=time.time)
+    status: str = "queued"  # queued -> running -> done | failed
+    stage: str = "queued"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    http_status: int | None = None
+    finished: float | None = None
+    future: Future | None = None
+
+    def public(self) -> dict[str, Any]:
+        keys = [k for k, _ in self.stages]
+        cur = keys.index(self.stage) if self.stage in keys else -1
+        stages = []
+        for i, (k, label) in enumerate(self.stages):
+            if self.status == "done" or i < cur:
+                state = "done"
+            elif i == cur:
+                state = "failed" if self.status == "failed" else "active"
+            else:
+                state = "waiting"
+            stages.append({"key": k, "label": label, "state": state})
+        end = self.finished or time.time()
+        return {"id": self.id, "status": self.status, "stage": self.stage, "stages": stages,
+                "views": self.views, "files": self.names, "error": self.error,
+                "http_status": self.http_status, "elapsed_s": round(end - self.created, 2),
+                "result": self.result}
+
+
+class JobStore:
+    """Runs jobs in a thread pool and keeps the last ``keep`` finished ones for status polls."""
+
+    def __init__(self, analyser: Analyser, workers: int, max_queue: int, keep: int):
+        self.analyser = analyser
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cprclip-serve")
+        self.max_queue = max_queue
+        self.keep = keep
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def pending(self) -> int:
+        with self.lock:
+            return sum(j.status in ("queued", "running") for j in self.jobs.values())
+
+    def submit(self, job: Job, videos: list[Path]) -> Job:
+        with self.lock:
+            busy = sum(j.status in ("queued", "running") for j in self.jobs.values())
+            if busy >= self.max_queue:
+                raise Busy(f"the assistant is busy with {busy} takes; try again in a minute")
+            self.jobs[job.id] = job
+            self._evict()
+        job.future = self.pool.submit(self._work, job, videos)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get(job_id)
+
+    def _evict(self) -> None:
+        done = [k for k, j in self.jobs.items() if j.status in ("done", "failed")]
+        for k in done[: max(0, len(done) - self.keep)]:
+            del self.jobs[k]
+
+    def _work(self, job: Job, videos: list[Path]) -> None:
+        def progress(stage: str) -> None:
+            job.stage = stage
+
+        job.status = "running"
+        try:
+            result = self.analyser.analyse(videos, job.views, progress)
+            result["files"] = job.names
+            result["notes"] = plain_notes(result.get("warnings", []))
+            for e in result.get("errors", []):  # plain words for the page
+                if isinstance(e.get("id"), int) and 0 <= e["id"] < len(PLAIN):
+                    e.setdefault("description", PLAIN[e["id"]])
+            job.result = result
+            job.status, job.http_status = "done", 200
+        except InputProblem as e:
+            job.error = _scrub(str(e), job)
+            job.status, job.http_status = "failed", e.status
+            log.warning("job %s: %s", job.id, job.error)
+        except Exception as e:  # noqa: BLE001 - one failed take must not stop the server
+            log.exception("job %s failed", job.id)
+            job.error = "The analysis failed: " + _scrub(_first_line(e), job)
+            job.status, job.http_status = "failed", 500
+        finally:
+            job.finished = time.time()
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            with self.lock:
+                self._evict()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Busy(Exception):
+    pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _scrub(message: str, job: Job) -> str:
+    """Replace the temporary paths in ``message`` by what the user uploaded ("view 2 (a.mp4)")."""
+    for i, w in enumerate(job.views):
+        name = f"view {w} ({job.names[i]})"
+        for p in sorted(job.workdir.glob(f"view{w}.*"), key=lambda p: -len(str(p))) or []:
+            message = message.replace(str(p), name)
+        message = message.replace(str(job.workdir / f"view{w}.video"), name)
+    return message.replace(str(job.workdir), "the upload")
+
+
+def display_name(name: str | None) -> str:
+    """An upload's name as shown to the user: printable, no folders, at most 80 characters."""
+    name = re.sub(r"[\x00-\x1f\x7f]", "", str(name or "")).replace("\\", "/").split("/")[-1]
+    return (name[:77] + "...") if len(name) > 80 else (name or "unnamed file")
+
+
+# --------------------------------------------------------------------------------------------
+# The web app
+
+
+class _BodyLimit:
+    """ASGI middleware: a POST body larger than ``limit`` bytes is refused with 413 before it is
+    parsed (by Content-Length when given, else while it streams in)."""
+
+    def __init__(self, app, limit: int, message: str):
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            body = json.dumps({"detail": self.message}).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, self.message)  # FastAPI answers it as JSON
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+def _fmt_mb(x: float) -> str:
+    return f"{x:g} MB"
+
+
+# The form of POST /predict and POST /jobs (module level: FastAPI resolves annotations here).
+FilesField = Annotated[list[UploadFile] | None, File(
+    description="1-4 video files: the camera views of one take")]
+ViewsField = Annotated[list[str] | None, Form(
+    description="the view number (1-4) of each file, in order; default 1, 2, ...")]
+
+
+def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=None):
+    """The FastAPI app. ``analyser`` defaults to :class:`AssistantAnalyser` on ``cfg.run``
+    (loaded now, once); tests pass their own."""
+    from contextlib import asynccontextmanager
+
+    if analyser is None:
+        analyser = AssistantAnalyser(predict_cfg or predict_config_for(cfg), cfg.thumb_height)
+    tmp_root = Path(tempfile.mkdtemp(prefix="cprclip-serve-"))
+    store = JobStore(analyser, cfg.workers, cfg.max_queue, cfg.keep_results)
+    limit_file = int(cfg.max_upload_mb * MB)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        store.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    app = FastAPI(
+        title="CPR-CLIP assistant",
+        description="Upload the 1-4 camera views of one CPR take; get the detected errors and "
+                    "what to correct. The page at / does this for people.",
+        version="1", lifespan=lifespan)
+    app.state.cfg, app.state.analyser, app.state.store, app.state.tmp_root = (
+        cfg, analyser, store, tmp_root)
+    # Total body: every file at the limit plus room for the form's other fields.
+    app.add_middleware(
+        _BodyLimit, limit=cfg.max_files * limit_file + MB,
+        message=f"The upload is too large: at most {cfg.max_files} videos of "
+                f"{_fmt_mb(cfg.max_upload_mb)} each.")
+
+    @app.middleware("http")
+    async def no_network(request, call_next):
+        # The page may load only what this server serves: no CDN, no outside requests.
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    info = analyser.describe()
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/health", summary="Is the server up, which model does it use, what are the limits")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", **info, "notes": plain_notes(info.get("warnings", [])),
+                "max_files": cfg.max_files,
+                "max_upload_mb": cfg.max_upload_mb, "stages": [
+                    {"key": k, "label": v} for k, v in analyser.stages()],
+                "pending": store.pending()}
+
+    async def accept(files: list[UploadFile] | None, views: list[str] | None) -> Job:
+        """Check the form, save the files under generated names, check each is a video."""
+        files = [f for f in files or [] if f is not None]
+        views = views or []
+        if not files:
+            raise HTTPException(400, "No video was sent: choose 1 to "
+                                     f"{cfg.max_files} videos of one take.")
+        if len(files) > cfg.max_files:
+            raise HTTPException(400, f"{len(files)} files were sent; at most {cfg.max_files} "
+                                     "videos (the camera views of one take) can be checked at once.")
+        names = [display_name(f.filename) for f in files]
+        if not views:
+            nums = list(range(1, len(files) + 1))
+        else:
+            try:
+                nums = [int(v) for v in views]
+            except ValueError:
+                raise HTTPException(400, f"View numbers must be whole numbers 1 to 4, got "
+                                         f"{', '.join(map(str, views))[:80]}.") from None
+            if len(nums) != len(files):
+                raise HTTPException(400, f"{len(nums)} view numbers for {len(files)} videos; give "
+                                         "one view number per video.")
+        if any(n not in (1, 2, 3, 4) for n in nums) or len(set(nums)) != len(nums):
+            raise HTTPException(400, f"Each video needs its own view number from 1 to 4 "
+                                     f"(got {', '.join(map(str, nums))}).")
+        for f, name in zip(files, names):
+            size = f.size if f.size is not None else _size(f.file)
+            if size == 0:
+                raise HTTPException(400, f"The file {name} is empty.")
+            if size > limit_file:
+                raise HTTPException(413, f"The file {name} is {size / MB:.0f} MB; the limit is "
+                                         f"{_fmt_mb(cfg.max_upload_mb)} per video.")
+        workdir = Path(tempfile.mkdtemp(prefix="take-", dir=tmp_root))
+        job = Job(id=uuid.uuid4().hex, views=nums, names=names, stages=[
+            ("queued", "Waiting for its turn"), *analyser.stages()], workdir=workdir)
+        paths = [workdir / f"view{n}.video" for n in nums]
+        try:
+            for f, p in zip(files, paths):
+                await run_in_threadpool(_save, f.file, p)
+            for p, n, name in zip(paths, nums, names):
+                try:
+                    await run_in_threadpool(analyser.check_video, p)
+                except InputProblem as e:
+                    raise HTTPException(e.status, f"The file {name} (view {n}) is not a video "
+                                                  "that can be read: choose a video file such as "
+                                                  ".mp4 or .avi.") from None
+            store.submit(job, paths)
+        except Busy as e:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise HTTPException(503, f"The assistant is busy: {e}.") from None
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        log.info("job %s: %d view(s) %s", job.id, len(paths), nums)
+        return job
+
+    @app.post("/jobs", status_code=202, summary="Start checking a take; poll GET /jobs/{id}",
+              responses={400: {"description": "bad form (no file, too many, bad view, empty)"},
+                         413: {"description": "a file or the upload is too large"},
+                         415: {"description": "a file is not a readable video"},
+                         503: {"description": "too many takes waiting"}})
+    async def create_job(files: FilesField = None, views: ViewsField = None) -> dict[str, Any]:
+        job = await accept(files, views)
+        return {"id": job.id, "status_url": f"/jobs/{job.id}"}
+
+    @app.get("/jobs/{job_id}", summary="Stage, and when finished the result or the error")
+    def get_job(job_id: str) -> dict[str, Any]:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, "No such job (finished jobs are kept for a while only).")
+        return job.public()
+
+    @app.post("/predict", summary="Check a take and wait for the result",
+              responses={400: {"description": "bad form (no file, too many, bad view, empty)"},
+                         413: {"description": "a file or the upload is too large"},
+                         415: {"description": "a file is not a readable video"},
+                         422: {"description": "a video the model cannot use"},
+                         500: {"description": "the analysis failed"}})
+    async def predict(files: FilesField = None, views: ViewsField = None):
+        job = await accept(files, views)
+        await asyncio.wrap_future(job.future)
+        if job.status != "done":
+            return JSONResponse({"detail": job.error}, status_code=job.http_status or 500)
+        return job.result
+
+    return app
+
+
+def _size(f) -> int:
+    pos = f.tell()
+    f.seek(0, 2)
+    n = f.tell()
+    f.seek(pos)
+    return n
+
+
+def _save(src, dst: Path) -> None:
+    src.seek(0)
+    with open(dst, "xb") as out:  # "x": a generated name that already exists is a bug
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def predict_config_for(cfg: ServeConfig, config_path: str | None = None, overrides=()):
+    """The assistant's ``[predict]`` config with ``run``/``runs_dir`` taken from ``[serve]``."""
+    from evaluate.assistant import PredictConfig
+    from pipeline.config import load_stage_config
+
+    pc = load_stage_config(PredictConfig, "predict", config_path, list(overrides))
+    from dataclasses import replace
+
+    return replace(pc, run=cfg.run or pc.run, runs_dir=cfg.runs_dir)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--predict-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of [predict] (head, threshold_source, device, ...)")
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from evaluate.assistant import PredictError
+    from pipeline.config import load_stage_config
+
+    cfg = load_stage_config(ServeConfig, "serve", args.config, args.overrides)
+    pcfg = predict_config_for(cfg, args.config, args.predict_set)
+    try:
+        app = create_app(cfg, predict_cfg=pcfg)
+    except (PredictError, FileNotFoundError, ValueError, RuntimeError) as e:
+        log.error("cannot start: %s", _first_line(e))
+        return 1
+    log.info("open http://%s:%d/ in a browser (API schema: /docs); Ctrl+C stops", cfg.host,
+             cfg.port)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+    return 0
+

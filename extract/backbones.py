@@ -1,0 +1,332 @@
+"""Frame backbones, picked by name from :data:`BACKBONES` (a visible table, not a registry).
+
+TSN and TSM are mmaction2 ``Recognizer2D`` models built with mmaction2's own model code from
+config dicts that mirror its shipped ``tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400``
+and ``tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400`` configs (ResNet / ResNetTSM
+backbone, TSNHead / TSMHead, ``ActionDataPreprocessor``), with ``pretrained=None`` because
+nothing is fetched from a hub. The R18 variants are the small CPU-demo versions.
+
+Normalisation: *our* pipeline normalises frames itself (:func:`extract.transforms.normalize`
+with ``spec.mean``/``spec.std``), and :func:`frame_features` / ``model(x, mode="tensor")`` take
+already-normalised input. The recognizer still carries an ``ActionDataPreprocessor`` with the
+shipped mean/std so that mmaction2's own ``train_step``/``test_step`` work on 0-255 input; our
+code never calls it.
+
+The flow stream is the same network whose first conv takes 10 channels: 5 stacked (x, y) pairs,
+channel order x1, y1, x2, y2, ... (mmaction2's ``NCHW_Flow`` layout).
+
+``clip_vitb16`` is open_clip's ViT-B-16 image tower (built offline, ``pretrained=None``); its
+features are the 512-d projected CLIP image embedding, and it needs crop size 224 (its position
+embedding is a fixed 14x14 grid). RGB only.
+
+Feature dims D: R50 2048, R18 512, ViT-B-16 512.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# mmaction2's TSN/TSM normalisation on the 0-255 scale (its shipped configs).
+RGB_MEAN = (123.675, 116.28, 103.53)
+RGB_STD = (58.395, 57.12, 57.375)
+FLOW_MEAN, FLOW_STD = 128.0, 128.0  # flow stored as uint8 around 128 (see extract/flow.py)
+# OpenAI CLIP's normalisation, scaled to 0-255.
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+FLOW_CLIP_LEN = 5  # 5 stacked (x, y) pairs -> 10 input channels, as in TSN's flow stream
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the rest of the pipeline needs to know about a backbone."""
+
+    name: str
+    family: str  # "tsn" | "tsm" | "clip"
+    depth: int  # ResNet depth; 0 for ViT
+    feature_dim: int  # D of frame_features
+    modalities: tuple[str, ...]
+    build: Callable[..., nn.Module] = field(repr=False, compare=False)
+    fixed_input: int | None = None  # a crop size the model requires (ViT), else None
+
+    def mean_std(self, modality: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) on the 0-255 scale for one input frame (3 rgb, 2 flow)."""
+        if modality == "flow":
+            return (FLOW_MEAN, FLOW_MEAN), (FLOW_STD, FLOW_STD)
+        if self.family == "clip":
+            return CLIP_MEAN, CLIP_STD
+        return RGB_MEAN, RGB_STD
+
+    def in_channels(self, modality: str) -> int:
+        return 2 * FLOW_CLIP_LEN if modality == "flow" else 3
+
+
+def _preprocessor(modality: str) -> dict[str, Any]:
+    if modality == "flow":
+        # 10 channels (5 x/y pairs) in one NCHW image, all normalised by 128/128.
+        return dict(type="ActionDataPreprocessor", mean=[FLOW_MEAN] * 2 * FLOW_CLIP_LEN,
+                    std=[FLOW_STD] * 2 * FLOW_CLIP_LEN, format_shape="NCHW")
+    return dict(type="ActionDataPreprocessor", mean=list(RGB_MEAN), std=list(RGB_STD),
+                format_shape="NCHW")
+
+
+def tsn_config(depth: int, modality: str, num_classes: int) -> dict[str, Any]:
+    """mmaction2's shipped TSN R50 config (8 segments), with depth/in_channels/classes set."""
+    dim = 2048 if depth >= 50 else 512
+    return dict(
+        type="Recognizer2D",
+        backbone=dict(type="ResNet", pretrained=None, depth=depth, norm_eval=False,
+                      in_channels=2 * FLOW_CLIP_LEN if modality == "flow" else 3),
+        cls_head=dict(type="TSNHead", num_classes=num_classes, in_channels=dim,
+                      spatial_type="avg", consensus=dict(type="AvgConsensus", dim=1),
+                      dropout_ratio=0.4, init_std=0.01, average_clips="prob"),
+        data_preprocessor=_preprocessor(modality),
+        train_cfg=None, test_cfg=None)
+
+
+def tsm_config(depth: int, modality: str, num_classes: int, num_segments: int) -> dict[str, Any]:
+    """mmaction2's shipped TSM R50 config (1x1x8), with depth/in_channels/classes set."""
+    dim = 2048 if depth >= 50 else 512
+    return dict(
+        type="Recognizer2D",
+        # pretrained2d=False: with no 2D checkpoint to inflate, ResNetTSM must init from scratch.
+        backbone=dict(type="ResNetTSM", pretrained=None, pretrained2d=False, depth=depth,
+                      norm_eval=False, shift_div=8, num_segments=num_segments,
+                      in_channels=2 * FLOW_CLIP_LEN if modality == "flow" else 3),
+        cls_head=dict(type="TSMHead", num_classes=num_classes, in_channels=dim,
+                      num_segments=num_segments, spatial_type="avg",
+                      consensus=dict(type="AvgConsensus", dim=1), dropout_ratio=0.5,
+                      init_std=0.001, is_shift=True, average_clips="prob"),
+        data_preprocessor=_preprocessor(modality),
+        train_cfg=None, test_cfg=None)
+
+
+def _build_mmaction(cfg: dict[str, Any]) -> nn.Module:
+    import warnings
+
+    from pipeline.mmcompat import import_mmaction_models
+
+    with warnings.catch_warnings():
+        # mmcv-lite lacks compiled ops we never use; mmcv says so on import.
+        warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
+        import_mmaction_models()
+    from mmaction.registry import MODELS
+
+    from mmengine.logging import MMLogger
+
+    mm_log = MMLogger.get_current_instance()
+    level = mm_log.level
+    mm_log.setLevel(logging.WARNING)  # init_weights logs one INFO block per parameter
+    try:
+        model = MODELS.build(cfg)
+        model.init_weights()
+    finally:
+        mm_log.setLevel(level)
+    return model
+
+
+def _build_resnet(family: str, depth: int):
+    def build(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+        cfg = (tsn_config(depth, modality, num_classes) if family == "tsn"
+               else tsm_config(depth, modality, num_classes, num_segments))
+        return _build_mmaction(cfg)
+    return build
+
+
+class ClipFrameModel(nn.Module):
+    """open_clip ViT-B-16 image tower plus a linear head (for fine-tuning); ``.visual`` maps
+    (N, 3, 224, 224) -> (N, 512)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        import open_clip
+
+        self.visual = open_clip.create_model("ViT-B-16", pretrained=None).visual
+        self.head = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor, mode: str = "tensor") -> torch.Tensor:
+        """(N, 3, 224, 224) -> class scores (N, C)."""
+        return self.head(self.visual(x))
+
+
+def _build_clip(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+    return ClipFrameModel(num_classes)
+
+
+# name -> spec. A visible table: go-to-definition lands on the builder.
+BACKBONES: dict[str, BackboneSpec] = {
+    "tsn_r50": BackboneSpec("tsn_r50", "tsn", 50, 2048, ("rgb", "flow"), _build_resnet("tsn", 50)),
+    "tsm_r50": BackboneSpec("tsm_r50", "tsm", 50, 2048, ("rgb", "flow"), _build_resnet("tsm", 50)),
+    "tsn_r18": BackboneSpec("tsn_r18", "tsn", 18, 512, ("rgb", "flow"), _build_resnet("tsn", 18)),
+    "tsm_r18": BackboneSpec("tsm_r18", "tsm", 18, 512, ("rgb", "flow"), _build_resnet("tsm", 18)),
+    "clip_vitb16": BackboneSpec("clip_vitb16", "clip", 0, 512, ("rgb",), _build_clip,
+                                fixed_input=224),
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; valid backbones are: {', '.join(BACKBONES)}") from None
+
+
+def check_modality(spec: BackboneSpec, modality: str) -> None:
+    if modality not in spec.modalities:
+        raise ValueError(f"backbone {spec.name!r} does not take modality {modality!r}; "
+                         f"it takes: {', '.join(spec.modalities)}")
+
+
+def build_recognizer(name: str, modality: str, num_classes: int = 14, num_segments: int = 8,
+                     seed: int = 0) -> nn.Module:
+    """Build backbone ``name`` for ``modality`` ("rgb" | "flow") with seeded random weights.
+
+    TSN/TSM: an mmaction2 ``Recognizer2D`` (``.backbone``, ``.cls_head``). clip_vitb16: a
+    :class:`ClipFrameModel`. The global torch RNG is left untouched. Load real weights with
+    :func:`load_weights`.
+    """
+    spec = get_spec(name)
+    check_modality(spec, modality)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.build(modality, num_classes, num_segments)
+    model.cprclip_backbone = name  # for frame_features and logs
+    model.cprclip_modality = modality
+    model.cprclip_segments = num_segments
+    return model
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError for arbitrary objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"{path}: refused: this checkpoint needs unpickling arbitrary Python objects, which "
+            f"cprclip never does ({first[:160]}); convert it to .safetensors in a trusted "
+            "environment") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    return obj
+
+
+def load_weights(model: nn.Module, path: str | Path) -> str:
+    """Load a ``.safetensors`` file (state_dict keys of the model) or an mmaction2 / open_clip
+    ``.pth``/``.pt`` (``torch.load(weights_only=True)``; ``["state_dict"]`` taken when present).
+
+    Keys are matched after stripping a ``module.`` prefix (DDP); for ClipFrameModel a bare
+    open_clip visual state dict (or one with ``visual.`` keys) is accepted. Tensors whose shape
+    differs (e.g. a 400-class Kinetics head) are skipped. Missing/unexpected/skipped keys are
+    logged. Returns the file's sha256.
+    """
+    from pipeline.provenance import sha256_file
+
+    path = Path(path)
+    sd = _read_state_dict(path)
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    own = model.state_dict()
+    if isinstance(model, ClipFrameModel) and not any(k in own for k in sd):
+        sd = {("visual." + k if not k.startswith("visual.") else k): v for k, v in sd.items()}
+    skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    for k in skipped:
+        log.warning("%s: %s has shape %s, model wants %s; skipped", path.name, k,
+                    tuple(sd[k].shape), tuple(own[k].shape))
+        del sd[k]
+    res = model.load_state_dict(sd, strict=False)
+    if not set(sd) & set(own):
+        raise WeightsError(f"{path}: no key matches the model (first keys: "
+                           f"{', '.join(list(sd)[:3])}); wrong checkpoint for this backbone?")
+    if res.missing_keys:
+        log.warning("%s: %d key(s) missing from the checkpoint (kept at init): %s", path.name,
+                    len(res.missing_keys), ", ".join(res.missing_keys[:8]))
+    if res.unexpected_keys:
+        log.warning("%s: %d unexpected key(s) ignored: %s", path.name,
+                    len(res.unexpected_keys), ", ".join(res.unexpected_keys[:8]))
+    digest = sha256_file(path)
+    log.info("loaded %s (sha256 %s…, %d tensors)", path, digest[:12], len(sd))
+    return digest
+
+
+def frame_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled backbone features: (N, C, H, W) normalised float -> (N, D).
+
+    C = 3 for rgb, 10 for flow. For TSM, N must be a multiple of the model's ``num_segments``
+    (the temporal shift reshapes N into (N / T, T)); frames of one video must be consecutive in
+    segment order. The head is not used.
+    """
+    if isinstance(model, ClipFrameModel):
+        return model.visual(x)
+    family = get_spec(getattr(model, "cprclip_backbone", "tsn_r50")).family
+    if family == "tsm":
+        t = model.backbone.num_segments
+        if x.shape[0] % t:
+            raise ValueError(f"TSM needs N divisible by num_segments={t}, got N={x.shape[0]}")
+    fmap = model.backbone(x)  # (N, D, h, w)
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1)
+
+
+def finetuned_checkpoint_path(runs_dir: str | Path, backbone: str, modality: str) -> Path:
+    """Where the finetune stage writes its weights: runs/finetune/<backbone>-<modality>/."""
+    return Path(runs_dir) / "finetune" / f"{backbone}-{modality}" / "checkpoint.safetensors"
+
+
+def resolve_checkpoint(checkpoint: str, runs_dir: str | Path, backbone: str,
+                       modality: str) -> Path | None:
+    """The extract config's ``checkpoint`` value -> a file or None (random init).
+
+    ``"auto"``: the finetune stage's file when it exists, else random init. ``"none"``: random
+    init. Anything else: that file, which must exist. ``{modality}``/``{backbone}`` in a path
+    are filled in, so one config line can serve both streams.
+    """
+    value = (checkpoint or "none").strip()
+    if value.lower() == "auto":
+        p = finetuned_checkpoint_path(runs_dir, backbone, modality)
+        if p.is_file():
+            return p
+        log.info("checkpoint=auto: %s does not exist, using random init", p)
+        return None
+    if value.lower() in ("none", ""):
+        return None
+    p = Path(value.format(modality=modality, backbone=backbone))
+    if not p.is_file():
+        raise WeightsError(f"{p}: checkpoint file not found (config key 'checkpoint')")
+    return p
+
+
+def load_backbone(name: str, modality: str, checkpoint: Path | None, num_segments: int = 8,
+                  seed: int = 0, num_classes: int = 14) -> tuple[nn.Module, str, str]:
+    """Build, load weights if given, set eval mode. Returns (model, checkpoint_sha256, init)
+    where init is "checkpoint" or "random"."""
+    model = build_recognizer(name, modality, num_classes=num_classes,
+                             num_segments=num_segments, seed=seed)
+    if checkpoint is None:
+        log.warning("%s-%s: no checkpoint, features come from RANDOM INIT (seed %d)", name,
+                    modality, seed)
+        sha, init = "random-init", "random"
+    else:
+        sha, init = load_weights(model, checkpoint), "checkpoint"
+    model.eval()
+    return model, sha, init

@@ -1,0 +1,501 @@
+"""The extraction runner: manifest rows in, one HDF5 feature file per modality out.
+
+For each modality (rgb, flow) the runner writes ``features/<dataset>/<backbone>-<modality>-
+<T>seg.h5`` through :class:`pipeline.features.ShardWriter` (complete-or-absent shards, then one
+consolidated file), so:
+
+- a rerun skips every video already stored (in the final file or in a closed shard);
+- a run killed at any point loses at most ``rows_per_shard`` videos of work, and resuming gives
+  the same features (to float tolerance: batches may be grouped differently);
+- an existing file made with a different recipe (checkpoint, sampling, crops, decoder, seed) is
+  an error, never silently mixed.
+
+Data flow per batch of B videos (K spatial views, T segments, D feature dim):
+worker processes decode only the sampled frames, resized in the decoder, and crop them
+-> (B, K, T, h, w, C) uint8 (pinned on CUDA) -> device -> normalise -> (B*K*T, C, h, w)
+-> backbone (bf16 autocast and channels_last on CUDA) -> (B*K*T, D) -> mean over K -> (B, T, D).
+A torch DataLoader with ``workers`` processes overlaps decoding with model compute.
+
+Bad input (missing / empty / truncated / not-a-video file, too few frames, missing flow) becomes
+a row of ``<features_dir>/<dataset>/failures.csv`` (video_id, path, reason) and one log line;
+the run goes on and exits non-zero at the end if anything failed.
+
+Under ``torchrun`` the manifest is sharded by RANK / WORLD_SIZE; each rank writes its own shards
+and rank 0 consolidates after a barrier (gloo on CPU, NCCL on CUDA).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from extract.backbones import (BACKBONES, FLOW_CLIP_LEN, WeightsError, check_modality,
+                               frame_features, get_spec, load_backbone, resolve_checkpoint)
+from extract.decoders import DECODERS, DecodeError, open_video
+from extract.flow import open_flow, read_recipe
+from extract.sampling import describe, segment_indices
+from extract.transforms import CROPS, NUM_VIEWS, spatial_views, stack_flow, to_model_input
+from pipeline.config import ConfigError, build, to_json
+from pipeline.features import (FeatureStoreError, ShardWriter, consolidate, done_video_ids,
+                               feature_path, file_attrs, shard_dir)
+from pipeline.manifest import ManifestError, VideoRecord, parse_manifest
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("rgb", "flow")
+FAILURE_COLUMNS = ("video_id", "path", "reason")
+# Attributes that must agree before new rows may join an existing feature file.
+RECIPE_ATTRS = ("backbone", "modality", "segments", "checkpoint_sha256", "init", "seed",
+                "sampling", "crops", "decoder")
+
+
+class ExtractError(RuntimeError):
+    """A run that cannot start (bad recipe, incompatible existing file); one-line message."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """``[extract]`` of a config TOML. Defaults are the real-scale (CPR-Coach) recipe."""
+
+    dataset: str = "cpr_coach"  # from [common]: names features/<dataset>/
+    manifest: str = "data/cpr_coach/manifest.csv"  # from [common]
+    features_dir: str = "features"  # from [common]
+    runs_dir: str = "runs"  # from [common]: where checkpoint="auto" finds fine-tuned weights
+    seed: int = 0  # from [common]: random init when there is no checkpoint
+    backbone: str = "tsn_r50"  # CPR-CLIP uses TSN R50 features (2048-d)
+    modalities: tuple[str, ...] = ("rgb", "flow")  # the two TSN streams
+    segments: int = 8  # T: CPR-CLIP's 8 segments per video
+    short_side: int = 256  # TSN test recipe: short side 256 ...
+    crop: str = "center"  # ... then one centre crop (three/ten/multiscale cost 3-10x)
+    crop_size: int = 224  # ... of 224, the ImageNet input size of the backbone
+    decoder: str = "decord"  # fastest random access here; pyav when decord misbehaves
+    checkpoint: str = "auto"  # auto: runs/finetune/<backbone>-<modality>/ if present; none; PATH
+    batch_videos: int = 8  # B videos per forward: 8 x 8 frames keeps a GPU busy, CPU RAM small
+    workers: int = 2  # decode processes; decoding costs more than the model on 4K
+    device: str = "auto"  # auto: cuda when present, else cpu
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    min_frames: int = 8  # fewer frames than segments repeats frames: report it as a failure
+    rows_per_shard: int = 64  # a crash loses at most this many videos of work
+
+    def validate(self) -> None:
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f"[extract] key '{key}': {msg}")
+
+        if self.backbone not in BACKBONES:
+            raise bad("backbone", f"{self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if not self.modalities:
+            raise bad("modalities", "empty; choose from rgb, flow")
+        for m in self.modalities:
+            if m not in MODALITIES:
+                raise bad("modalities", f"{m!r} is not one of {', '.join(MODALITIES)}")
+            if m not in BACKBONES[self.backbone].modalities:
+                raise bad("modalities", f"backbone {self.backbone} takes only "
+                                        f"{', '.join(BACKBONES[self.backbone].modalities)}")
+        if self.crop not in CROPS:
+            raise bad("crop", f"{self.crop!r} is not one of {', '.join(CROPS)}")
+        if self.decoder not in DECODERS:
+            raise bad("decoder", f"{self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.segments < 1 or self.batch_videos < 1 or self.workers < 0 or self.rows_per_shard < 1:
+            raise bad("segments", "segments, batch_videos, rows_per_shard must be >= 1, workers >= 0")
+        if self.crop_size > self.short_side:
+            raise bad("crop_size", f"{self.crop_size} is larger than short_side {self.short_side}")
+        fixed = BACKBONES[self.backbone].fixed_input
+        if fixed and self.crop_size != fixed:
+            raise bad("crop_size", f"backbone {self.backbone} needs crop_size {fixed}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise bad("device", f"{self.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def config_from_json(text: str) -> ExtractConfig:
+    """An ExtractConfig from a feature file's ``config_json`` attribute."""
+    data = json.loads(text)
+    known = {f.name for f in fields(ExtractConfig)}
+    return build(ExtractConfig, {k: v for k, v in data.items() if k in known}, "config_json")
+
+
+def clip_len(modality: str) -> int:
+    return FLOW_CLIP_LEN if modality == "flow" else 1
+
+
+def recipe_attrs(cfg: ExtractConfig, modality: str) -> dict[str, Any]:
+    """The attributes that describe how features were made (without the checkpoint)."""
+    L = clip_len(modality)
+    return dict(
+        backbone=cfg.backbone, modality=modality, segments=cfg.segments, seed=cfg.seed,
+        sampling=describe(cfg.segments, L, "test"),
+        crops=f"{cfg.crop} crop_size={cfg.crop_size} short_side={cfg.short_side} "
+              f"views={NUM_VIEWS[cfg.crop]} (features averaged over views)",
+        decoder=cfg.decoder, feature_dim=get_spec(cfg.backbone).feature_dim,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One video -> (K, T, h, w, C) uint8 views (runs in decode workers)
+
+
+class VideoFailure(Exception):
+    """A video that cannot be extracted; goes to failures.csv, the run goes on."""
+
+
+def video_views(cfg: ExtractConfig, modality: str, video: Path | None,
+                flow: Path | None = None) -> np.ndarray:
+    """Decode the sampled frames of one video and crop them: (K, T, h, w, C) uint8.
+
+    C = 3 for rgb; 2 * 5 = 10 for flow (x1, y1, ..., x5, y5). Raises VideoFailure.
+    """
+    T, L = cfg.segments, clip_len(modality)
+    try:
+        if modality == "rgb":
+            with open_video(video, cfg.decoder, resize_short=cfg.short_side) as r:
+                if r.num_frames < cfg.min_frames:
+                    raise VideoFailure(f"too few frames ({r.num_frames} < min_frames "
+                                       f"{cfg.min_frames})")
+                frames = r.get(segment_indices(r.num_frames, T, L).reshape(-1), cfg.short_side)
+            return np.ascontiguousarray(spatial_views(frames, cfg.crop, cfg.crop_size))
+        if flow is None:
+            raise VideoFailure("no flow for this video (manifest 'flow' is empty; run 'cprclip flow')")
+        if not flow.exists():
+            raise VideoFailure(f"flow {flow} not found (run 'cprclip flow')")
+        with open_flow(flow, cfg.decoder, resize_short=cfg.short_side) as r:
+            need = max(1, cfg.min_frames - 1)  # F frames give F - 1 flow frames
+            if r.num_frames < need:
+                raise VideoFailure(f"too few flow frames ({r.num_frames} < {need})")
+            frames = r.get(segment_indices(r.num_frames, T, L).reshape(-1), cfg.short_side)
+        views = spatial_views(frames, cfg.crop, cfg.crop_size, invert_on_flip=(0,))
+        return stack_flow(views, L)
+    except DecodeError as e:
+        raise VideoFailure(str(e)) from None
+    except ValueError as e:  # a crop larger than the frame, an odd shape
+        raise VideoFailure(f"{video}: {e}") from None
+
+
+class _VideoDataset(torch.utils.data.Dataset):
+    def __init__(self, cfg: ExtractConfig, modality: str, records: list[VideoRecord]):
+        self.cfg, self.modality, self.records = cfg, modality, records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        r = self.records[i]
+        try:
+            return i, video_views(self.cfg, self.modality, r.path, r.flow), ""
+        except VideoFailure as e:
+            return i, None, str(e)
+        except Exception as e:  # noqa: BLE001 - one odd file must not stop the run
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    """-> (indices of good videos, (B, K, T, h, w, C) uint8 tensor or None, [(index, reason)])."""
+    good = [(i, v) for i, v, err in batch if v is not None]
+    fails = [(i, err) for i, v, err in batch if v is None]
+    views = torch.from_numpy(np.stack([v for _, v in good])) if good else None
+    return [i for i, _ in good], views, fails
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    torch.set_num_threads(1)  # decode workers: the model owns the cores
+    cv2.setNumThreads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Model side
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device(f"cuda:{local}")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+class FeatureModel:
+    """A loaded backbone that turns (B, K, T, h, w, C) uint8 views into (B, T, D) features."""
+
+    def __init__(self, cfg: ExtractConfig, modality: str, checkpoint: Path | None,
+                 device: torch.device):
+        self.spec = get_spec(cfg.backbone)
+        check_modality(self.spec, modality)
+        self.model, self.sha, self.init = load_backbone(cfg.backbone, modality, checkpoint,
+                                                        cfg.segments, cfg.seed)
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.amp = cfg.amp and self.cuda
+        self.model.to(device)
+        if self.cuda:
+            self.model.to(memory_format=torch.channels_last)
+        self.mean, self.std = self.spec.mean_std(modality)
+
+    @torch.inference_mode()
+    def __call__(self, views: torch.Tensor) -> np.ndarray:
+        b, k, t = views.shape[:3]
+        x = to_model_input(views.to(self.device, non_blocking=True), self.mean, self.std)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            f = frame_features(self.model, x)
+        return f.float().reshape(b, k, t, -1).mean(1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class ModalityResult:
+    modality: str
+    path: Path
+    done_before: int = 0
+    extracted: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def _dist() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _append_failures(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    # One write per batch in append mode: lines from different ranks do not interleave.
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if new:
+        w.writerow(FAILURE_COLUMNS)
+    w.writerows(rows)
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        f.write(buf.getvalue())
+
+
+def _existing_attrs(path: Path) -> dict[str, Any] | None:
+    if path.exists():
+        return file_attrs(path)
+    d = shard_dir(path)
+    shards = sorted(d.glob("shard-*.h5")) if d.is_dir() else []
+    return file_attrs(shards[0]) if shards else None
+
+
+def _check_compatible(path: Path, attrs: dict[str, Any]) -> None:
+    old = _existing_attrs(path)
+    if old is None:
+        return
+    for k in RECIPE_ATTRS:
+        if k in old and str(old[k]) != str(attrs[k]):
+            raise ExtractError(
+                f"{path}: existing features were made with {k}={old[k]!r}, this run has "
+                f"{attrs[k]!r}; delete {path} (and {shard_dir(path).name}/) to re-extract, or "
+                "set a different features_dir")
+
+
+def _flow_recipe(records: list[VideoRecord]) -> str:
+    for r in records:
+        if r.flow is not None and r.flow.exists():
+            return read_recipe(r.flow)
+    return ""
+
+
+def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecord],
+                     device: torch.device, rank: int = 0, world: int = 1,
+                     model: "FeatureModel | None" = None) -> ModalityResult:
+    """Extract one modality for this rank's share of ``records``; rows go to shards.
+
+    ``model``: an already built FeatureModel for this recipe (bench/extract.py times the
+    steady state with it); by default one is built here.
+    """
+    from pipeline.log import progress
+    from pipeline.provenance import code_version, sha256_file
+
+    out = feature_path(cfg.features_dir, cfg.dataset, cfg.backbone, modality, cfg.segments)
+    res = ModalityResult(modality, out)
+    ckpt = resolve_checkpoint(cfg.checkpoint, cfg.runs_dir, cfg.backbone, modality)
+    attrs = recipe_attrs(cfg, modality)
+    attrs.update(checkpoint_sha256=sha256_file(ckpt) if ckpt else "random-init",
+                 checkpoint_path=str(ckpt.resolve()) if ckpt else "",
+                 init="checkpoint" if ckpt else "random",
+                 config_json=to_json(cfg), code_version=code_version())
+    if modality == "flow":
+        attrs["flow_recipe"] = _flow_recipe(records)
+    _check_compatible(out, attrs)
+    done = done_video_ids(out)
+    mine = [r for i, r in enumerate(records) if i % world == rank]
+    todo = [r for r in mine if r.video_id not in done]
+    res.done_before = len(mine) - len(todo)
+    if not todo:
+        log.info("%s: all %d video(s) of rank %d already extracted", out, len(mine), rank)
+        return res
+    log.info("%s: %d to extract, %d already done (rank %d/%d, %s, %s)", out.name, len(todo),
+             res.done_before, rank, world, device, cfg.decoder)
+    t0 = time.time()
+    loader = torch.utils.data.DataLoader(
+        _VideoDataset(cfg, modality, todo), batch_size=cfg.batch_videos, shuffle=False,
+        num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if cfg.workers else None,
+        prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
+    batches = iter(loader)  # workers start decoding while the model is built
+    fm = model if model is not None else FeatureModel(cfg, modality, ckpt, device)
+    if fm.sha != attrs["checkpoint_sha256"]:
+        raise ExtractError(f"model weights {fm.sha[:12]} differ from the recipe's checkpoint")
+    writer = ShardWriter(out, attrs, rank=rank, rows_per_shard=cfg.rows_per_shard)
+    fail_csv = out.parent / "failures.csv"
+
+    def per_video() -> Iterator[None]:
+        for good, views, fails in batches:
+            rows = []
+            for i, reason in fails:
+                r = todo[i]
+                shown = r.flow if modality == "flow" else r.path
+                log.error("%s: %s: %s", modality, r.video_id, reason)
+                rows.append((r.video_id, str(shown), f"{modality}: {reason}"))
+            _append_failures(fail_csv, rows)
+            res.failed += len(fails)
+            if views is not None:
+                feats = fm(views)
+                for j, i in enumerate(good):
+                    r = todo[i]
+                    writer.add(r.video_id, r.take_id, r.view, r.participant, r.split,
+                               r.multi_hot, feats[j])
+                    res.extracted += 1
+            for _ in range(len(good) + len(fails)):
+                yield None
+
+    try:
+        for _ in progress(per_video(), desc=f"extract {modality}", total=len(todo), unit="video"):
+            pass
+    finally:
+        writer.close()  # whatever was extracted is kept
+    res.seconds = time.time() - t0
+    log.info("%s: %d extracted, %d failed in %.1f s (%.2f videos/s)", out.name, res.extracted,
+             res.failed, res.seconds, (res.extracted + res.failed) / max(res.seconds, 1e-9))
+    return res
+
+
+def _load_records(cfg: ExtractConfig) -> list[VideoRecord]:
+    # Files are checked per video at decode time, so a missing file is a failure row rather
+    # than a reason to stop; other manifest problems (labels, ids) stop the run.
+    records, errors = parse_manifest(cfg.manifest, check_files=False)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ManifestError(errors[0] + more)
+    return records
+
+
+def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
+    """Extract every modality of ``cfg``. Returns (per-modality results of this rank, total
+    failures over all ranks)."""
+    import torch.distributed as dist
+
+    rank, world = _dist()
+    device = pick_device(cfg.device)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    records = _load_records(cfg)
+    results = []
+    try:
+        for m in cfg.modalities:
+            results.append(extract_modality(cfg, m, records, device, rank, world))
+        failed = sum(r.failed for r in results)
+        if world > 1:
+            t = torch.tensor([failed], device=device if device.type == "cuda" else "cpu")
+            dist.all_reduce(t)
+            failed = int(t.item())
+            dist.barrier()
+        if rank == 0:
+            for r in results:
+                d = shard_dir(r.path)
+                if d.is_dir() and any(d.glob("shard-*.h5")):
+                    consolidate(r.path)
+                    log.info("wrote %s", r.path)
+        if world > 1:
+            dist.barrier()
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return results, failed
+
+
+# --------------------------------------------------------------------------------------------
+# For the assistant (evaluate/predict): same features for a new raw video
+
+
+def features_for_videos(video_paths: list[Path], feature_attrs: dict[str, Any], modality: str,
+                        flow_paths: list[Path] | None = None, device: str = "cpu") -> np.ndarray:
+    """Re-create extraction for new videos exactly as recorded in a feature file's attributes.
+
+    ``feature_attrs``: the attrs of the file the model was trained on (``read_features(...).attrs``
+    or :func:`pipeline.features.file_attrs`); its ``config_json`` gives sampling, crops, decoder,
+    and its checkpoint is re-loaded and checked against ``checkpoint_sha256`` (random init is
+    re-created from the seed). For flow without ``flow_paths``, flow is computed into a temporary
+    folder with the recipe recorded in ``flow_recipe``. Returns (V, T, D) float32.
+    Raises ExtractError / VideoFailure with a one-line reason.
+    """
+    from extract.flow import compute_flow_video, parse_recipe
+    from pipeline.provenance import sha256_file
+
+    if feature_attrs.get("modality") != modality:
+        raise ExtractError(f"feature attrs are for modality {feature_attrs.get('modality')!r}, "
+                           f"asked for {modality!r}")
+    cfg = config_from_json(feature_attrs["config_json"])
+    ckpt = None
+    if feature_attrs.get("init") == "checkpoint":
+        ckpt = Path(feature_attrs.get("checkpoint_path", ""))
+        if not ckpt.is_file():
+            raise ExtractError(f"{ckpt}: the checkpoint these features were made with is missing")
+        sha = sha256_file(ckpt)
+        if sha != feature_attrs["checkpoint_sha256"]:
+            raise ExtractError(f"{ckpt}: sha256 {sha[:12]}… differs from the feature file's "
+                               f"{str(feature_attrs['checkpoint_sha256'])[:12]}…")
+    fm = FeatureModel(cfg, modality, ckpt, pick_device(device))
+    video_paths = [Path(p) for p in video_paths]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="cprclip-flow-") as tmp:
+        for i, v in enumerate(video_paths):
+            flow = None
+            if modality == "flow":
+                if flow_paths is not None:
+                    flow = Path(flow_paths[i])
+                else:
+                    rec = parse_recipe(feature_attrs.get("flow_recipe", ""))
+                    if not rec:
+                        raise ExtractError("feature attrs have no flow_recipe; pass flow_paths")
+                    flow = Path(tmp) / f"{i}.mp4"
+                    compute_flow_video(v, flow, rec["method"], int(rec["short_side"]) or None,
+                                       float(rec["bound"]))
+            views = video_views(cfg, modality, v, flow)
+            out.append(fm(torch.from_numpy(views[None]))[0])
+    return np.stack(out)
+
+
+def summary(results: list[ModalityResult], failed: int) -> str:
+    parts = [f"{r.modality}: {r.extracted} extracted, {r.done_before} already done, "
+             f"{r.failed} failed -> {r.path}" for r in results]
+    text = "; ".join(parts)
+    if failed:
+        text += f". {failed} failure(s) in total, see {results[0].path.parent / 'failures.csv'}"
+    return text
+
+
+__all__ = ["ExtractConfig", "ExtractError", "VideoFailure", "run", "extract_modality",
+           "features_for_videos", "video_views", "config_from_json", "FeatureStoreError",
+           "WeightsError"]

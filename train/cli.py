@@ -1,0 +1,34 @@
+"""``cprclip train``: train every model in the config's ``models`` list on HDF5 features."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.cli import add_config_arguments
+from pipeline.config import load_stage_config
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    from train.config import TrainConfig
+    from train.loop import train_all
+
+    cfg = load_stage_config(TrainConfig, "train", args.config, args.overrides)
+    try:
+        results = train_all(cfg, args.config)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        log.error("train: %s", e)
+        return 1
+    for r in results:
+        val = r.get("val/mAP")
+        sys.stdout.write(f"{r['model']}\t{r['run_dir']}\tepochs={r['epochs']}"
+                         f"\t{'finished' if r['finished'] else 'stopped'}"
+                         f"\tval_mAP={val:.4f}\n" if val is not None else
+                         f"{r['model']}\t{r['run_dir']}\tepochs={r['epochs']}\n")
+    return 0

@@ -1,0 +1,113 @@
+"""The ``[train]`` config: one frozen dataclass, built from TOML plus ``key=value`` overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name means: which heads and losses, and whether it imagines composites."""
+
+    clip: bool  # projection head + contrastive loss against prompt embeddings
+    bce: bool  # classification head + BCE loss
+    imagine: bool  # composite imagination each epoch (ImagineNet-style)
+
+
+# The four models of the study. A visible table: a bad name lists these.
+MODELS: dict[str, ModelSpec] = {
+    "cpr_clip": ModelSpec(clip=True, bce=False, imagine=True),
+    "cpr_clip_plus": ModelSpec(clip=True, bce=True, imagine=True),
+    "bce": ModelSpec(clip=False, bce=True, imagine=False),  # singles only, no text
+    "imaginenet_fc": ModelSpec(clip=False, bce=True, imagine=True),  # imagination, no text
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # [common]
+    dataset: str = "synthetic"
+    features_dir: str = "features"
+    runs_dir: str = "runs"
+    seed: int = 0
+
+    # which features: features/<dataset>/<backbone>-<modality>-<segments>seg.h5
+    backbone: str = "tsn_r50"  # the paper's TSN R50 features
+    segments: int = 8  # TSN's 8 segments
+    modalities: tuple[str, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach
+    fusion: Literal["concat", "late"] = "concat"  # concat: one head on [rgb, flow]; late: a head each, scores averaged
+
+    # what to train
+    models: tuple[str, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
+    run_name: str = ""  # runs/<run_name>/ instead of runs/<model>/ (one model only)
+
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 64  # contrastive batches need several label sets per batch
+    lr: float = 1e-3  # AdamW on a small head
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+
+    # head
+    pooling: Literal["mean", "attention"] = "mean"  # over the T segments
+    hidden_dim: int = 512
+    dropout: float = 0.2  # few training clips: regularise the head
+
+    # composite imagination (models with imagine=True)
+    imagine_per_epoch: int = 2000  # imagined composite samples drawn fresh each epoch
+    keep_singles: float = 1.0  # share of real single-class clips kept in each epoch
+    mix: Literal["segment", "mean"] = "segment"  # mix (T, D) segment by segment, or the segment means
+    imagine_sizes: tuple[int, ...] = (2, 3, 4)  # errors per imagined sample; size drawn uniformly
+    mix_alpha: float = 1.0  # Dirichlet concentration of the convex mixing weights (1 = uniform on the simplex)
+
+    # text (models with clip=True)
+    text_encoder: Literal["sentence_transformers", "open_clip", "test_hash"] = "open_clip"
+    text_model: str = "ViT-B-16"  # open_clip architecture, or a sentence-transformers folder ("" = bundled MiniLM)
+    text_pretrained: str = ""  # open_clip tag (needs a hub) or local checkpoint file; "" = RANDOM (tests only)
+    text_cache_dir: str = "runs/.text_cache"  # prompt embeddings, keyed by encoder + weights hash + text
+    prompt_kinds: tuple[str, ...] = ("count", "which", "correct")  # drop one to ablate it
+    prompt_combine: Literal["concat", "mean"] = "concat"  # one joined text, or the mean of per-kind embeddings
+    score_composite_prompts: bool = False  # also store every composite set's prompt for scoring
+
+    # losses
+    loss_v2t: bool = True  # video -> text KL term
+    loss_t2v: bool = True  # text -> video KL term
+    clip_weight: float = 1.0
+    bce_weight: float = 1.0
+    logit_scale: float = 14.2857  # 1 / 0.07, CLIP's initial temperature
+    learn_logit_scale: bool = True  # CLIP learns it; clamped at 100
+
+    # run control
+    val_every: int = 5  # epochs between validations (val mAP on held-out singles)
+    stop_after_epoch: int = 0  # stop early after this epoch (0 = off); resume=true continues
+    resume: bool = False  # continue from runs/<name>/last.safetensors
+    device: str = "auto"  # auto = cuda when present, else cpu
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def validate(self) -> None:
+        bad = [m for m in self.models if m not in MODELS]
+        if bad or not self.models:
+            raise ConfigError(f"[train] models: unknown {bad or 'empty list'}; valid: {', '.join(MODELS)}")
+        if self.run_name and len(self.models) != 1:
+            raise ConfigError("[train] run_name needs exactly one model in `models`")
+        if not self.modalities:
+            raise ConfigError("[train] modalities: need at least one (rgb, flow)")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"[train] modalities: repeated entry in {list(self.modalities)}")
+        if not self.imagine_sizes or any(not 2 <= s <= 4 for s in self.imagine_sizes):
+            raise ConfigError(f"[train] imagine_sizes: each must be 2..4, got {list(self.imagine_sizes)}")
+        if not 0.0 <= self.keep_singles <= 1.0:
+            raise ConfigError(f"[train] keep_singles must be in [0, 1], got {self.keep_singles}")
+        from train.prompts import check_kinds
+
+        try:
+            check_kinds(self.prompt_kinds)
+        except ValueError as e:
+            raise ConfigError(f"[train] prompt_kinds: {e}") from None
+        for k in ("epochs", "batch_size", "val_every", "hidden_dim", "segments"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"[train] {k} must be >= 1, got {getattr(self, k)}")
+        if self.mix_alpha <= 0:
+            raise ConfigError(f"[train] mix_alpha must be > 0, got {self.mix_alpha}")

@@ -1,0 +1,192 @@
+"""Training data from the feature store, and ImagineNet-style composite imagination.
+
+Features of all modalities are joined on video_id and concatenated along D, so one array
+(N, T, D_rgb + D_flow) carries every stream; the head splits it again for late fusion.
+Views are separate samples; the view id stays with each row.
+
+Splits: ``train`` single-class clips are the training set; ``val`` clips (held-out participants'
+single-class clips) measure progress; composite ``test`` clips are never read here.
+
+Each epoch draws its samples from ``numpy.random.default_rng([seed, epoch])``, so an epoch's
+data depends only on the seed and the epoch number: a resumed run sees the same samples.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.features import FeatureStoreError, feature_path, join, read_features
+from pipeline.provenance import sha256_file
+from pipeline.taxonomy import NUM_CLASSES, is_valid_label_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureRows:
+    """Rows of one split. ``features`` (N, T, D) float32 with D = sum(dims); ``labels`` (N, C) uint8."""
+
+    video_id: np.ndarray
+    view: np.ndarray
+    participant: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    dims: tuple[int, ...]  # per-modality D, in modality order
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    def select(self, mask: np.ndarray) -> "FeatureRows":
+        return FeatureRows(self.video_id[mask], self.view[mask], self.participant[mask],
+                           self.labels[mask], self.features[mask], self.dims)
+
+    def single_class(self) -> np.ndarray:
+        """(N,) class id of each single-class row; raises if a row has several labels."""
+        counts = self.labels.sum(axis=1)
+        if (counts != 1).any():
+            bad = self.video_id[counts != 1][:3]
+            raise ValueError(f"rows {', '.join(bad)} are not single-class")
+        return self.labels.argmax(axis=1)
+
+
+def concat_modalities(features: dict[str, np.ndarray], modalities: tuple[str, ...]) -> np.ndarray:
+    """``{modality: (N, T, D_m)}`` -> (N, T, sum D_m) in ``modalities`` order."""
+    missing = [m for m in modalities if m not in features]
+    if missing:
+        raise KeyError(f"features for modality {missing} are missing; need {list(modalities)}")
+    shapes = {features[m].shape[:2] for m in modalities}
+    if len(shapes) != 1:
+        raise ValueError(f"modalities disagree on (N, T): {sorted(shapes)}")
+    return np.concatenate([np.asarray(features[m], dtype=np.float32) for m in modalities], axis=-1)
+
+
+def load_rows(features_dir: str | Path, dataset: str, backbone: str, segments: int,
+              modalities: tuple[str, ...]) -> tuple[FeatureRows, np.ndarray, dict[str, Any]]:
+    """All rows of the feature files of ``modalities``, joined on video_id.
+
+    Returns the rows, their (N,) split names, and provenance ``{modality: {path, sha256, attrs}}``.
+    """
+    sets = []
+    for m in modalities:
+        path = feature_path(features_dir, dataset, backbone, m, segments)
+        sets.append(read_features(path, expect={"modality": m, "segments": segments}))
+    base = sets[0]
+    for other in sets[1:]:
+        base, _ = join(base, other)
+    aligned = [base] + [join(base, s)[1] for s in sets[1:]]
+    for s in aligned[1:]:
+        if not np.array_equal(s.labels, base.labels):
+            raise FeatureStoreError(f"{s.path}: labels disagree with {base.path} for the same video_id")
+    dropped = max(len(s) for s in sets) - len(base)
+    if dropped:
+        log.warning("%d video(s) are not in every modality's file and are left out", dropped)
+    feats = concat_modalities({m: s.features for m, s in zip(modalities, aligned)}, modalities)
+    rows = FeatureRows(base.video_id, base.view, base.participant, base.labels, feats,
+                       tuple(s.dim for s in aligned))
+    provenance = {m: {"path": str(s.path), "sha256": sha256_file(s.path), "attrs": dict(s.attrs)}
+                  for m, s in zip(modalities, sets)}
+    return rows, base.split, provenance
+
+
+def split_rows(rows: FeatureRows, split: np.ndarray) -> tuple[FeatureRows, FeatureRows]:
+    """(train single-class rows, val rows)."""
+    single = rows.labels.sum(axis=1) == 1
+    train = rows.select((split == "train") & single)
+    val = rows.select(split == "val")
+    if len(train) == 0:
+        raise ValueError("no single-class rows with split 'train' in the feature files")
+    return train, val
+
+
+# --- imagination (pure numpy) -------------------------------------------------------------------
+
+def imaginable_sets(label_sets: list[tuple[int, ...]], classes_present: set[int],
+                    sizes: tuple[int, ...]) -> dict[int, list[int]]:
+    """size -> indices into ``label_sets`` of valid composites whose every error has clips."""
+    out: dict[int, list[int]] = {}
+    for i, s in enumerate(label_sets):
+        if len(s) in sizes and is_valid_label_set(s) and set(s) <= classes_present:
+            out.setdefault(len(s), []).append(i)
+    missing = [n for n in sizes if n not in out]
+    if missing:
+        raise ValueError(f"no valid composite of size {missing} can be built from classes "
+                         f"{sorted(classes_present)}")
+    return out
+
+
+def imagine(features: np.ndarray, classes: np.ndarray, label_sets: list[tuple[int, ...]],
+            by_size: dict[int, list[int]], n: int, mix: str, alpha: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` imagined composite samples.
+
+    features: (N, T, D) single-class clips; classes: (N,) their class ids.
+    For each sample: a size uniformly from ``by_size``, then a label set of that size uniformly,
+    then one random clip of each of its classes, mixed with Dirichlet(alpha) convex weights —
+    segment by segment (``mix="segment"``) or on the segment means, repeated over T
+    (``mix="mean"``). Returns features (n, T, D) float32 and set indices (n,) into ``label_sets``.
+    """
+    if mix not in ("segment", "mean"):
+        raise ValueError(f"unknown mix {mix!r}; valid: segment, mean")
+    pools = {int(c): np.flatnonzero(classes == c) for c in np.unique(classes)}
+    sizes = sorted(by_size)
+    _, t, d = features.shape
+    out = np.empty((n, t, d), dtype=np.float32)
+    set_ids = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        size = sizes[rng.integers(len(sizes))]
+        sid = by_size[size][rng.integers(len(by_size[size]))]
+        clips = [pools[c][rng.integers(len(pools[c]))] for c in label_sets[sid]]
+        w = rng.dirichlet(np.full(len(clips), alpha)).astype(np.float32)
+        x = features[clips]  # (k, T, D)
+        if mix == "mean":
+            x = np.broadcast_to(x.mean(axis=1, keepdims=True), x.shape)
+        out[i] = np.tensordot(w, x, axes=1)
+        set_ids[i] = sid
+    return out, set_ids
+
+
+@dataclass
+class EpochSamples:
+    """One epoch's samples, already shuffled: features (B_all, T, D), labels (B_all, C) float32,
+    set ids (B_all,) into the run's label-set list, wording combo ids (B_all,)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    set_ids: np.ndarray
+    combos: np.ndarray
+
+
+def epoch_samples(train: FeatureRows, label_sets: list[tuple[int, ...]],
+                  set_index: dict[tuple[int, ...], int], *, seed: int, epoch: int,
+                  imagine_n: int, keep_singles: float, by_size: dict[int, list[int]] | None,
+                  mix: str, alpha: float, num_combos: int) -> EpochSamples:
+    """Real singles (a ``keep_singles`` share) plus ``imagine_n`` imagined composites, shuffled.
+
+    ``by_size=None`` (no imagination) keeps every real single.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    classes = train.single_class()
+    n = len(train)
+    if by_size is None:
+        keep = np.arange(n)
+    else:
+        keep = np.sort(rng.choice(n, size=int(round(keep_singles * n)), replace=False))
+    feats = [train.features[keep]]
+    sids = [np.array([set_index[(int(c),)] for c in classes[keep]], dtype=np.int64)]
+    if by_size is not None and imagine_n > 0:
+        f, s = imagine(train.features, classes, label_sets, by_size, imagine_n, mix, alpha, rng)
+        feats.append(f)
+        sids.append(s)
+    x = np.concatenate(feats)
+    set_ids = np.concatenate(sids)
+    order = rng.permutation(len(x))
+    x, set_ids = x[order], set_ids[order]
+    labels = np.zeros((len(x), NUM_CLASSES), dtype=np.float32)
+    for i, sid in enumerate(set_ids):
+        labels[i, list(label_sets[sid])] = 1.0
+    combos = rng.integers(num_combos, size=len(x))
+    return EpochSamples(x, labels, set_ids, combos)

@@ -1,0 +1,48 @@
+"""``cprclip finetune``: train the TSN/TSM backbone on the single-class videos.
+
+    cprclip finetune --config configs/synthetic.toml [key=value ...] [--stop-after-epoch N]
+    torchrun --nproc-per-node=K -m pipeline finetune --config ... [key=value ...]
+
+Keys are those of :class:`train.finetune.FinetuneConfig` (``[finetune]`` in the TOML). Writes
+``<runs_dir>/finetune/<backbone>-<modality>/checkpoint.safetensors`` per stream, which
+``cprclip extract`` (``checkpoint = "auto"``) then uses. A rerun with the same config, manifest
+and init does nothing; an interrupted run resumes from its last finished epoch.
+Exit code 0 on success, 2 for a config, manifest, checkpoint or video problem.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from pipeline.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="save the state and stop after epoch N (a time-boxed job); rerun to resume")
+
+
+def main(args: argparse.Namespace) -> int:
+    from extract.backbones import WeightsError
+    from extract.decoders import DecodeError
+    from pipeline.config import load_stage_config
+    from pipeline.manifest import ManifestError
+    from train.finetune import FinetuneConfig, run_finetune
+
+    cfg = load_stage_config(FinetuneConfig, "finetune", args.config, args.overrides)
+    try:
+        results = run_finetune(cfg, stop_after_epoch=args.stop_after_epoch)
+    except (ManifestError, WeightsError, DecodeError) as e:
+        log.error("%s", e)
+        return 2
+    if int(os.environ.get("RANK", 0)) == 0:
+        for r in results:
+            val = ", ".join(f"val {k} {v:.3f}" for k, v in r.val.items())
+            sys.stdout.write(f"{r.modality}: {r.status} ({r.epochs_run} epoch(s), "
+                             f"{r.seconds:.0f} s{', ' + val if val else ''}) -> {r.checkpoint}\n")
+    return 0

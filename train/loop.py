@@ -1,0 +1,353 @@
+"""The training loop: one readable function per model, shared data and prompt bank.
+
+``train_all(cfg)`` reads the feature files once, builds the prompt-embedding bank once (only
+if a model uses text), then trains every model in ``cfg.models`` into ``runs/<model>/``.
+
+A run folder holds ``config.json`` (resolved config, model args, feature provenance, text
+encoder, prompt set), ``checkpoint.safetensors`` (final weights + test-prompt embeddings),
+``last.safetensors`` (resume state), ``prompts.json``, ``metrics.jsonl`` and TensorBoard
+events under ``tensorboard/``.
+
+Determinism: the head is initialised from ``seed``; each epoch's samples come from
+``rng([seed, epoch])`` and its dropout masks from ``torch.manual_seed(f(seed, epoch))``; the
+learning rate is a pure function of the position in training. So a run resumed from
+``last.safetensors`` ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import to_dict
+from pipeline.provenance import code_version, sha256_file
+from pipeline.log import progress
+from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_hot, single_label_sets
+from train import checkpoint as ckpt
+from train.config import MODELS, TrainConfig
+from train.data import FeatureRows, epoch_samples, imaginable_sets, load_rows, split_rows
+from train.losses import bce, contrastive_kl
+from train.model import HeadArgs, VideoHead
+from train.prompts import NUM_WORDINGS, check_kinds, prompt, eval_prompt, training_label_sets, wording_combos
+from train.text import build_text_encoder, encoder_id, prompt_embeddings
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ between an interrupted run and its resumption.
+RUN_CONTROL_KEYS = ("resume", "stop_after_epoch", "models", "device", "num_threads", "val_every")
+
+
+@dataclass
+class TextBank:
+    """Frozen prompt embeddings. ``train`` (S, M, E): label set x wording combo; ``test`` (C, E):
+    the single-class prompts at the fixed test wording; ``sets`` (S2, E) + ``set_labels``
+    (S2, C): every valid label set's test prompt, when composite prompts are scored."""
+
+    encoder: dict[str, Any]
+    kinds: tuple[str, ...]
+    combine: str
+    train: np.ndarray
+    test: np.ndarray
+    test_texts: list[tuple[str, ...]]
+    sets: np.ndarray | None
+    set_labels: np.ndarray | None
+
+    @property
+    def dim(self) -> int:
+        return int(self.test.shape[1])
+
+
+@dataclass
+class Prepared:
+    train: FeatureRows
+    val: FeatureRows
+    provenance: dict[str, Any]
+    label_sets: list[tuple[int, ...]]
+    text: TextBank | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str) -> TextBank:
+    """Embed every (label set, wording combo) prompt once, through the disk cache."""
+    enc = build_text_encoder(cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.seed, device)
+    kinds = check_kinds(cfg.prompt_kinds)
+    combos = wording_combos(kinds)
+    prompts = [prompt(s, kinds, c) for s in label_sets for c in combos]
+    test_texts = [eval_prompt(s, kinds) for s in single_label_sets()]
+    sets = set_labels = None
+    extra: list[tuple[str, ...]] = []
+    all_sets = single_label_sets() + composite_label_sets()
+    if cfg.score_composite_prompts:
+        extra = [eval_prompt(s, kinds) for s in all_sets]
+    t0 = time.perf_counter()
+    emb = prompt_embeddings(prompts + test_texts + extra, cfg.prompt_combine, enc, cfg.text_cache_dir)
+    log.info("prompt bank: %d label sets x %d wordings, E=%d, %.1fs", len(label_sets), len(combos),
+             emb.shape[1], time.perf_counter() - t0)
+    n, c = len(prompts), len(test_texts)
+    train = emb[:n].reshape(len(label_sets), len(combos), -1)
+    if cfg.score_composite_prompts:
+        sets = emb[n + c:]
+        set_labels = np.stack([multi_hot(s) for s in all_sets]).astype(np.float32)
+    info = {"id": encoder_id(enc), "name": enc.name, "weights_sha256": enc.weights_sha256,
+            "random_init": bool(enc.random_init), "kind": cfg.text_encoder}
+    if enc.random_init:
+        log.warning("!!! run trained with a RANDOM/TEST text encoder (%s); recorded in config.json", enc.name)
+    return TextBank(info, kinds, cfg.prompt_combine, train, emb[n:n + c], test_texts, sets, set_labels)
+
+
+def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
+    rows, split, provenance = load_rows(cfg.features_dir, cfg.dataset, cfg.backbone, cfg.segments,
+                                        tuple(cfg.modalities))
+    train, val = split_rows(rows, split)
+    log.info("features: %d train singles, %d val rows, T=%d, D=%s", len(train), len(val),
+             train.features.shape[1], "+".join(map(str, train.dims)))
+    if len(val) == 0:
+        log.warning("no 'val' rows in the feature files: validation is skipped")
+    label_sets = training_label_sets(tuple(sorted(set(cfg.imagine_sizes))))
+    text = None
+    if any(MODELS[m].clip for m in cfg.models):
+        text = build_text_bank(cfg, label_sets, device)
+    return Prepared(train, val, provenance, label_sets, text)
+
+
+def mean_ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Macro average precision over the classes that have a positive (sanity metric for val)."""
+    from sklearn.metrics import average_precision_score
+
+    keep = labels.sum(axis=0) > 0
+    if not keep.any():
+        return float("nan")
+    return float(average_precision_score(labels[:, keep], scores[:, keep], average="macro"))
+
+
+def lr_at(cfg: TrainConfig, progress_frac: float) -> float:
+    """Learning rate at a fraction of training done (pure: resume needs no scheduler state)."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress_frac))
+    return cfg.lr
+
+
+def head_args(cfg: TrainConfig, model_name: str, prep: Prepared) -> HeadArgs:
+    spec = MODELS[model_name]
+    return HeadArgs(dims=tuple(prep.train.dims), fusion=cfg.fusion, pooling=cfg.pooling,
+                    hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
+                    embed_dim=prep.text.dim if spec.clip else 0,
+                    num_classes=NUM_CLASSES if spec.bce else 0,
+                    logit_scale=cfg.logit_scale, learn_logit_scale=cfg.learn_logit_scale)
+
+
+def run_dir_for(cfg: TrainConfig, model_name: str) -> Path:
+    return Path(cfg.runs_dir) / (cfg.run_name or model_name)
+
+
+def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg_dict.items() if k not in RUN_CONTROL_KEYS}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _validate(model: VideoHead, val: FeatureRows, text: TextBank | None,
+              device: torch.device) -> dict[str, float]:
+    if len(val) == 0:
+        return {}
+    test = torch.from_numpy(text.test).to(device) if text is not None else None
+    s = model.scores(torch.from_numpy(val.features).to(device), test)
+    out = {f"val/mAP_{k}": mean_ap(v, val.labels) for k, v in s.items()}
+    out["val/mAP"] = out.get("val/mAP_clip", out.get("val/mAP_bce", float("nan")))
+    return out
+
+
+def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
+              config_path: str | None = None) -> dict[str, Any]:
+    """Train one model into its run folder; returns a summary (name, dir, epochs, last val)."""
+    spec = MODELS[model_name]
+    device = resolve_device(cfg.device)
+    out = run_dir_for(cfg, model_name)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_dict = to_dict(cfg)
+    args = head_args(cfg, model_name, prep)
+    text = prep.text if spec.clip else None
+
+    torch.manual_seed(cfg.seed)
+    model = VideoHead(args).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start = 0
+    last_path = out / "last.safetensors"
+    if cfg.resume and last_path.is_file():
+        tensors, meta = ckpt.load(last_path)
+        if _comparable(meta["config"]) != _comparable(cfg_dict) or meta["model_name"] != model_name:
+            diff = sorted(k for k in set(_comparable(meta["config"])) | set(_comparable(cfg_dict))
+                          if meta["config"].get(k) != cfg_dict.get(k))
+            raise ValueError(f"{last_path}: cannot resume, config differs in {diff or ['model_name']}")
+        model.load_state_dict(ckpt.strip_prefix(tensors, "model."))
+        ckpt.load_optimizer(opt, {k: v.to(device) for k, v in tensors.items()}, meta["param_groups"])
+        start = int(meta["epoch"])
+        log.info("%s: resuming after epoch %d from %s", model_name, start, last_path)
+    else:
+        if cfg.resume:
+            log.warning("%s: resume=true but %s does not exist; starting fresh", model_name, last_path)
+        for name in ("metrics.jsonl", "last.safetensors", "checkpoint.safetensors", "config.json",
+                     "prompts.json"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+
+    metrics_path = out / "metrics.jsonl"
+    if start and metrics_path.exists():  # drop rows of epochs after the resumed state
+        keep = [ln for ln in metrics_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["epoch"] <= start]
+        metrics_path.write_text("".join(ln + "\n" for ln in keep))
+
+    record = {
+        "model_name": model_name, "config": cfg_dict, "config_file": config_path,
+        "model_args": args.to_dict(), "features": prep.provenance,
+        "text_encoder": text.encoder if text else None,
+        "prompts": {"kinds": list(text.kinds), "combine": text.combine, "wordings": NUM_WORDINGS,
+                    "test": {CLASSES[i]: list(p) for i, p in enumerate(text.test_texts)}} if text else None,
+        "data": {"train_singles": len(prep.train), "val_rows": len(prep.val),
+                 "imagine": spec.imagine},
+        "code_version": code_version(), "torch_version": torch.__version__, "device": str(device),
+    }
+    _write_json(out / "config.json", record)
+    if text is not None:
+        _write_json(out / "prompts.json", {
+            "kinds": list(text.kinds), "combine": text.combine,
+            "label_sets": [list(s) for s in prep.label_sets],
+            "wording_combos": [list(c) for c in wording_combos(text.kinds)],
+            "test": [list(p) for p in text.test_texts]})
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start + 1 if start else None)
+    classes = prep.train.single_class()
+    by_size = (imaginable_sets(prep.label_sets, set(int(c) for c in classes) - {0},
+                               tuple(cfg.imagine_sizes)) if spec.imagine else None)
+    set_index = {s: i for i, s in enumerate(prep.label_sets)}
+    bank = torch.from_numpy(text.train).to(device) if text is not None else None
+    num_combos = text.train.shape[1] if text is not None else 1
+    if spec.clip and not (cfg.loss_v2t or cfg.loss_t2v):
+        raise ValueError(f"{model_name}: loss_v2t and loss_t2v are both off; the CLIP loss has no term")
+
+    det_before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    t_start = time.perf_counter()
+    last_val: dict[str, float] = {}
+    stop = cfg.epochs if not cfg.stop_after_epoch else min(cfg.epochs, cfg.stop_after_epoch)
+    try:
+        for epoch in progress(range(start, stop), desc=model_name, total=stop - start, unit="epoch"):
+            t0 = time.perf_counter()
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch) only
+            s = epoch_samples(prep.train, prep.label_sets, set_index, seed=cfg.seed, epoch=epoch,
+                              imagine_n=cfg.imagine_per_epoch, keep_singles=cfg.keep_singles,
+                              by_size=by_size, mix=cfg.mix, alpha=cfg.mix_alpha, num_combos=num_combos)
+            x_all = torch.from_numpy(s.features)
+            y_all = torch.from_numpy(s.labels)
+            sid_all = torch.from_numpy(s.set_ids)
+            combo_all = torch.from_numpy(s.combos)
+            n = len(x_all)
+            nb = math.ceil(n / cfg.batch_size)
+            sums = {"loss": 0.0, "loss_clip": 0.0, "loss_bce": 0.0}
+            steps = 0
+            model.train()
+            for b in range(nb):
+                sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+                if len(x_all[sl]) < 2:  # a contrastive batch of one has no negatives
+                    continue
+                lr = lr_at(cfg, (epoch + b / nb) / cfg.epochs)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x = x_all[sl].to(device)
+                sid = sid_all[sl].to(device)
+                embs, logits = model(x)
+                loss = torch.zeros((), device=device)
+                if spec.clip:
+                    txt = bank[sid, combo_all[sl].to(device)]  # (B, E): cached, never re-encoded
+                    lg = model.scale() * model.similarity(embs, txt)
+                    lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v)
+                    loss = loss + cfg.clip_weight * lc
+                    sums["loss_clip"] += lc.item()
+                if spec.bce:
+                    lb = bce(logits, y_all[sl].to(device))
+                    loss = loss + cfg.bce_weight * lb
+                    sums["loss_bce"] += lb.item()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums["loss"] += loss.item()
+                steps += 1
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            for k, v in sums.items():
+                if k == "loss" or (k == "loss_clip" and spec.clip) or (k == "loss_bce" and spec.bce):
+                    row[f"train/{k}"] = v / max(steps, 1)
+            row["train/lr"] = lr_at(cfg, (epoch + 1) / cfg.epochs)
+            row["train/samples"] = n
+            row["train/epoch_s"] = time.perf_counter() - t0
+            if spec.clip:
+                row["train/logit_scale"] = model.scale().item()
+            done = epoch + 1
+            is_last = done == stop
+            if done % cfg.val_every == 0 or done == cfg.epochs:
+                last_val = _validate(model, prep.val, text, device)
+                row.update(last_val)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, done)
+            if done % cfg.val_every == 0 or is_last:
+                opt_t, groups = ckpt.optimizer_tensors(opt)
+                ckpt.save(last_path, {**ckpt.with_prefix(model.state_dict(), "model."), **opt_t},
+                          {"epoch": done, "param_groups": groups, "config": cfg_dict,
+                           "model_name": model_name})
+    finally:
+        writer.close()
+        torch.use_deterministic_algorithms(det_before)
+    seconds = time.perf_counter() - t_start
+
+    finished = stop == cfg.epochs
+    if finished:
+        tensors = ckpt.with_prefix(model.state_dict(), "model.")
+        if text is not None:
+            tensors["text.test_prompts"] = torch.from_numpy(text.test)
+            if text.sets is not None:
+                tensors["text.set_prompts"] = torch.from_numpy(text.sets)
+                tensors["text.set_labels"] = torch.from_numpy(text.set_labels)
+        ckpt.save(out / "checkpoint.safetensors", tensors,
+                  {"model_args": args.to_dict(), "model_name": model_name})
+        record["checkpoint_sha256"] = sha256_file(out / "checkpoint.safetensors")
+    record.update({"finished": finished, "epochs_done": stop, "final_val": last_val,
+                   "train_seconds_this_call": round(seconds, 2)})
+    _write_json(out / "config.json", record)
+    log.info("%s: %s after %d epoch(s) in %.1fs; val %s -> %s", model_name,
+             "finished" if finished else "stopped", stop, seconds,
+             {k: round(v, 4) for k, v in last_val.items()}, out)
+    return {"model": model_name, "run_dir": str(out), "epochs": stop, "finished": finished,
+            "seconds": seconds, **last_val}
+
+
+def train_all(cfg: TrainConfig, config_path: str | None = None) -> list[dict[str, Any]]:
+    """Train every model in ``cfg.models``; the features and prompt bank are shared."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    log.info("training %s on %s", ", ".join(cfg.models), device)
+    prep = prepare(cfg, str(device))
+    return [train_one(cfg, m, prep, config_path) for m in cfg.models]

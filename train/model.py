@@ -1,0 +1,129 @@
+"""The video head: pooling over segments, a small MLP, a projection to the text space (CLIP)
+and/or a classification layer (BCE).
+
+Shapes: B batch, T segments, D feature dim (all modalities concatenated), E text embedding
+dim, C classes, K prompts. With ``fusion="late"`` each modality gets its own stream and the
+streams' scores are averaged; with ``"concat"`` one stream reads the concatenated features.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: keeps a learnable temperature from running away
+
+
+@dataclass(frozen=True)
+class HeadArgs:
+    """Everything needed to rebuild a head; stored with every checkpoint."""
+
+    dims: tuple[int, ...]  # per-modality D
+    fusion: str  # "concat" | "late"
+    pooling: str  # "mean" | "attention"
+    hidden_dim: int
+    dropout: float
+    embed_dim: int  # E; 0 = no projection head (no text)
+    num_classes: int  # C; 0 = no classification head
+    logit_scale: float
+    learn_logit_scale: bool
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dims"] = list(self.dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadArgs":
+        return cls(**{**d, "dims": tuple(d["dims"])})
+
+
+class Stream(nn.Module):
+    """One stream: (B, T, D) -> pooled (B, D) -> hidden (B, H) -> embed (B, E) / logits (B, C)."""
+
+    def __init__(self, in_dim: int, a: HeadArgs):
+        super().__init__()
+        if a.pooling not in ("mean", "attention"):
+            raise ValueError(f"unknown pooling {a.pooling!r}; valid: mean, attention")
+        self.norm = nn.LayerNorm(in_dim)  # backbone features differ in scale between streams
+        self.attn = nn.Linear(in_dim, 1) if a.pooling == "attention" else None
+        self.trunk = nn.Sequential(nn.Linear(in_dim, a.hidden_dim), nn.GELU(), nn.Dropout(a.dropout))
+        self.proj = nn.Linear(a.hidden_dim, a.embed_dim) if a.embed_dim else None
+        self.cls = nn.Linear(a.hidden_dim, a.num_classes) if a.num_classes else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x = self.norm(x)  # (B, T, D)
+        if self.attn is None:
+            pooled = x.mean(dim=1)
+        else:
+            w = torch.softmax(self.attn(x), dim=1)  # (B, T, 1) weights over segments
+            pooled = (w * x).sum(dim=1)
+        h = self.trunk(pooled)
+        emb = F.normalize(self.proj(h), dim=-1) if self.proj is not None else None
+        logits = self.cls(h) if self.cls is not None else None
+        return emb, logits
+
+
+class VideoHead(nn.Module):
+    def __init__(self, args: HeadArgs):
+        super().__init__()
+        if args.fusion not in ("concat", "late"):
+            raise ValueError(f"unknown fusion {args.fusion!r}; valid: concat, late")
+        if not (args.embed_dim or args.num_classes):
+            raise ValueError("a head needs a projection (embed_dim) or a classifier (num_classes)")
+        self.args = args
+        in_dims = [sum(args.dims)] if args.fusion == "concat" else list(args.dims)
+        self.streams = nn.ModuleList(Stream(d, args) for d in in_dims)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(args.logit_scale)),
+                                      requires_grad=args.learn_logit_scale)
+
+    def split(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, sum D) -> the inputs of each stream."""
+        if self.args.fusion == "concat":
+            return [x]
+        return list(torch.split(x, list(self.args.dims), dim=-1))
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """x (B, T, sum D) -> (per-stream unit embeddings [(B, E)], fused class logits (B, C))."""
+        outs = [s(xi) for s, xi in zip(self.streams, self.split(x))]
+        embs = [e for e, _ in outs if e is not None]
+        logits = [lg for _, lg in outs if lg is not None]
+        return embs, (torch.stack(logits).mean(dim=0) if logits else None)
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    @staticmethod
+    def similarity(embs: list[torch.Tensor], text: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity (B, K) of videos to K unit text embeddings (K, E), mean over streams."""
+        return torch.stack([e @ text.t() for e in embs]).mean(dim=0)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, test_text: torch.Tensor | None,
+               set_text: torch.Tensor | None = None, set_labels: torch.Tensor | None = None,
+               batch: int = 1024) -> dict[str, np.ndarray]:
+        """Test-time scores of x (N, T, sum D).
+
+        ``clip`` (N, C): cosine similarity to the C single-class test prompts (K = C rows of
+        ``test_text``). ``bce`` (N, C): sigmoid probabilities. ``clip_sets`` (N, C): with
+        ``set_text`` (S, E) and ``set_labels`` (S, C), a softmax over the S label-set prompts
+        marginalised to classes.
+        """
+        was = self.training
+        self.eval()
+        out: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(x), batch):
+            embs, logits = self(x[i:i + batch])
+            if embs and test_text is not None:
+                out.setdefault("clip", []).append(self.similarity(embs, test_text).cpu().numpy())
+                if set_text is not None and set_labels is not None:
+                    p = torch.softmax(self.scale() * self.similarity(embs, set_text), dim=1)
+                    out.setdefault("clip_sets", []).append((p @ set_labels).cpu().numpy())
+            if logits is not None:
+                out.setdefault("bce", []).append(torch.sigmoid(logits).cpu().numpy())
+        self.train(was)
+        return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
