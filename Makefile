@@ -37,7 +37,6 @@ help:
 setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
@@ -47,10 +46,16 @@ info: setup
 
 # --- pipeline stages ---
 # The manifest is a real file: `make data` does nothing when it is newer than the config.
+# The synthetic manifest is a real file: `make data` does nothing once it exists. A real
+# dataset's manifest is written by the user (README.md) and only checked here.
 data: $(MANIFEST)
 data/synthetic/manifest.csv: | $(STAMP)
 	$(CLI) synth --config $(CONFIG) $(ARGS)
 	$(CLI) manifest check $@
+ifneq ($(MANIFEST),data/synthetic/manifest.csv)
+$(MANIFEST):
+	@echo "$(MANIFEST) not found: write the manifest of your copy of the dataset (README.md, 'Real CPR-Coach data')" >&2; exit 1
+endif
 
 flow: setup data
 	$(CLI) flow --config $(CONFIG) $(ARGS)

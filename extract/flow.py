@@ -24,8 +24,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -145,43 +145,53 @@ def _video_fps(src: Path) -> float:
 
 
 class FlowVideoWriter:
-    """Pipes (H, W, 2) uint8 flow frames into a lossless RGB H.264 file; atomic on close."""
+    """Encodes (H, W, 2) uint8 flow frames into a lossless RGB H.264 file (in-process, PyAV);
+    written to a hidden tmp file and renamed on :meth:`close`, so it is complete or absent."""
 
     def __init__(self, dst: str | Path, size: tuple[int, int], fps: float, comment: str = "",
                  preset: str = "ultrafast"):
-        from pipeline.ffmpeg import ffmpeg_exe
+        import av
 
         self.dst = Path(dst)
         self.dst.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.dst.with_name(f".{self.dst.name}.{os.getpid()}.tmp")
         w, h = size
         self._blue = np.full((h, w, 1), 128, np.uint8)
-        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-",
-               # qp 0 on RGB input = lossless; preset only trades speed for size.
-               "-c:v", "libx264rgb", "-qp", "0", "-preset", preset, "-g", "25",
-               "-metadata", f"comment={comment}", "-f", "mp4", str(self.tmp)]
-        self._p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._c = av.open(str(self.tmp), "w", format="mp4")
+        self._c.metadata["comment"] = comment
+        s = self._c.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
+        s.width, s.height, s.pix_fmt = w, h, "rgb24"
+        # qp 0 on RGB input = lossless; the preset only trades speed for size.
+        s.options = {"qp": "0", "preset": preset, "g": "25"}
+        s.thread_count = 1  # one process per video is the parallelism (flow_cli's pool)
+        self._s = s
         self.frames = 0
 
     def write(self, q: np.ndarray) -> None:
-        self._p.stdin.write(np.concatenate([q, self._blue], axis=-1).tobytes())
+        import av
+
+        fr = av.VideoFrame.from_ndarray(np.concatenate([q, self._blue], axis=-1), format="rgb24")
+        for pkt in self._s.encode(fr):
+            self._c.mux(pkt)
         self.frames += 1
 
     def close(self) -> Path:
-        _, err = self._p.communicate()
-        if self._p.returncode != 0:
-            self.tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"{self.dst}: ffmpeg failed: {err.decode(errors='replace')[-300:]}")
+        try:
+            for pkt in self._s.encode():
+                self._c.mux(pkt)
+            self._c.close()
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.tmp, self.dst)
         return self.dst
 
     def abort(self) -> None:
         try:
-            self._p.kill()
-            self._p.communicate()
-        finally:
-            self.tmp.unlink(missing_ok=True)
+            self._c.close()
+        except Exception:  # noqa: BLE001 - already broken; just remove the partial file
+            pass
+        self.tmp.unlink(missing_ok=True)
 
 
 def compute_flow_video(src: str | Path, dst: str | Path, method: str = "farneback",

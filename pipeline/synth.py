@@ -71,7 +71,8 @@ class SynthConfig:
         for key, size in (("n_double", 2), ("n_triple", 3), ("n_quad", 4)):
             n, avail = getattr(self, key), len(composite_label_sets((size,)))
             if not 0 <= n <= avail:
-                raise ConfigError(f"[synth] {key}={n} must be 0..{avail} (valid sets of {size} errors)")
+                raise ConfigError(f"[synth] {key}={n} must be 0..{avail} "
+                                  f"(valid sets of {size} errors)")
         for key in ("fps", "frames", "gop", "workers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[synth] {key}={getattr(self, key)} must be >= 1")
@@ -132,7 +133,8 @@ def plan_takes(cfg: SynthConfig) -> list[Take]:
     plan: list[tuple[int, str, tuple[int, ...]]] = []
     plan += [(p, "train", (k,)) for p in range(n_train) for k in range(NUM_CLASSES)]
     plan += [(p, "val", (k,)) for p in held for k in range(NUM_CLASSES)]
-    plan += [(held[i % len(held)], "test", labels) for i, labels in enumerate(sample_composites(cfg))]
+    plan += [(held[i % len(held)], "test", labels)
+             for i, labels in enumerate(sample_composites(cfg))]
     takes = []
     for p, split, labels in plan:
         tid = _take_id(p, labels)

@@ -405,17 +405,21 @@ def _hand_prims(form: str, p: np.ndarray, w: np.ndarray, s: float, skin: RGB) ->
     """Hands on the chest: ``p`` is the contact point, ``w`` the wrist (fingers point -z)."""
     lo, hi = _mul(skin, 0.9), _mul(skin, 1.08)
     if form == "interlock":  # both hands crossed into one compact knot
-        return [Prim(w + _v(-0.03, -0.02, 0), w + _v(0.04, -0.03, -0.08 * s), 0.03 * s, lo, BIAS_HAND),
-                Prim(w + _v(0.03, -0.01, 0), w + _v(-0.04, -0.02, -0.08 * s), 0.03 * s, hi, BIAS_HAND)]
+        return [Prim(w + _v(-0.03, -0.02, 0), w + _v(0.04, -0.03, -0.08 * s), 0.03 * s, lo,
+                     BIAS_HAND),
+                Prim(w + _v(0.03, -0.01, 0), w + _v(-0.04, -0.02, -0.08 * s), 0.03 * s, hi,
+                     BIAS_HAND)]
     if form == "overlap":  # flat hands stacked, fingers straight out, upper one slid forward
-        return [Prim(w + _v(0, -0.02, 0), w + _v(-0.02, -0.03, -0.16 * s), 0.022 * s, lo, BIAS_HAND),
+        return [Prim(w + _v(0, -0.02, 0), w + _v(-0.02, -0.03, -0.16 * s), 0.022 * s, lo,
+                     BIAS_HAND),
                 Prim(w + _v(0.0, 0.005, -0.04), w + _v(0.07, -0.005, -0.19 * s), 0.022 * s, hi,
                      BIAS_HAND - 0.01)]
     if form == "clench":  # two fists stacked one on the other
         return [Prim(p + _v(0, 0.045 * s, -0.01), None, 0.05 * s, lo, BIAS_HAND),
                 Prim(p + _v(0, 0.125 * s, 0.0), None, 0.052 * s, hi, BIAS_HAND - 0.01)]
     if form == "single":
-        return [Prim(w + _v(0, -0.02, 0), w + _v(0.0, -0.03, -0.12 * s), 0.028 * s, skin, BIAS_HAND)]
+        return [Prim(w + _v(0, -0.02, 0), w + _v(0.0, -0.03, -0.12 * s), 0.028 * s, skin,
+                     BIAS_HAND)]
     raise ValueError(f"unknown hand form {form!r}; valid: interlock, overlap, clench, single")
 
 
@@ -473,12 +477,15 @@ def render_background(cam: Camera, person: Participant, width: int, height: int)
     for y0 in range(0, height, 256):  # row blocks keep 4K memory small
         vs = (np.arange(y0, min(height, y0 + 256), dtype=np.float32) + 0.5 - cam.cy) / cam.f
         uu, vv = np.meshgrid(us, vs)
-        d = (uu[..., None] * cam.rot[0] + vv[..., None] * cam.rot[1] + cam.rot[2]).astype(np.float32)
+        d = uu[..., None] * cam.rot[0] + vv[..., None] * cam.rot[1] + cam.rot[2]
+        d = d.astype(np.float32)
         e = cam.eye.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             tf = np.where(d[..., 1] < -1e-6, -e[1] / d[..., 1], np.inf)
-            tx = np.where(np.abs(d[..., 0]) > 1e-6, (np.sign(d[..., 0]) * R - e[0]) / d[..., 0], np.inf)
-            tz = np.where(np.abs(d[..., 2]) > 1e-6, (np.sign(d[..., 2]) * R - e[2]) / d[..., 2], np.inf)
+            tx = np.where(np.abs(d[..., 0]) > 1e-6,
+                          (np.sign(d[..., 0]) * R - e[0]) / d[..., 0], np.inf)
+            tz = np.where(np.abs(d[..., 2]) > 1e-6,
+                          (np.sign(d[..., 2]) * R - e[2]) / d[..., 2], np.inf)
         tw = np.minimum(tx, tz)
         floor = tf < tw
         t = np.where(floor, tf, tw)
@@ -596,7 +603,8 @@ def draw_prims(img: np.ndarray, cam: Camera, prims: list[Prim], shadows: list[np
 @functools.lru_cache(maxsize=4096)
 def _shades(color: RGB) -> tuple[RGB, RGB]:
     """Outline (darker) and highlight (lighter) versions of a colour."""
-    return _mul(color, 0.55), tuple(int(c + 0.35 * (255 - c)) for c in color)  # type: ignore[return-value]
+    light = tuple(int(c + 0.35 * (255 - c)) for c in color)
+    return _mul(color, 0.55), light  # type: ignore[return-value]
 
 
 def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed: int,

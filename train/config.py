@@ -66,7 +66,7 @@ class TrainConfig:
     text_encoder: Literal["sentence_transformers", "open_clip", "test_hash"] = "open_clip"
     text_model: str = "ViT-B-16"  # open_clip architecture, or a sentence-transformers folder ("" = bundled MiniLM)
     text_pretrained: str = ""  # open_clip tag (needs a hub) or local checkpoint file; "" = RANDOM (tests only)
-    text_cache_dir: str = "runs/.text_cache"  # prompt embeddings, keyed by encoder + weights hash + text
+    text_cache_dir: str = ""  # prompt-embedding cache (encoder + weights hash + text); "" = <runs_dir>/.text_cache
     prompt_kinds: tuple[str, ...] = ("count", "which", "correct")  # drop one to ablate it
     prompt_combine: Literal["concat", "mean"] = "concat"  # one joined text, or the mean of per-kind embeddings
     score_composite_prompts: bool = False  # also store every composite set's prompt for scoring
@@ -85,6 +85,10 @@ class TrainConfig:
     resume: bool = False  # continue from runs/<name>/last.safetensors
     device: str = "auto"  # auto = cuda when present, else cpu
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    @property
+    def text_cache(self) -> str:
+        return self.text_cache_dir or f"{self.runs_dir}/.text_cache"
 
     def validate(self) -> None:
         bad = [m for m in self.models if m not in MODELS]

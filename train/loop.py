@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,12 +32,12 @@ from pipeline.provenance import code_version, sha256_file
 from pipeline.log import progress
 from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_hot, single_label_sets
 from train import checkpoint as ckpt
-from train.config import MODELS, TrainConfig
-from train.data import FeatureRows, epoch_samples, imaginable_sets, load_rows, split_rows
+from train.config import MODELS, ModelSpec, TrainConfig
+from train.data import EpochSamples, FeatureRows, epoch_samples, imaginable_sets, load_rows, split_rows
 from train.losses import bce, contrastive_kl
 from train.model import HeadArgs, VideoHead
 from train.prompts import NUM_WORDINGS, check_kinds, prompt, eval_prompt, training_label_sets, wording_combos
-from train.text import build_text_encoder, encoder_id, prompt_embeddings
+from train.text import TextEncoder, build_text_encoder, encoder_id, prompt_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str) -> TextBank:
-    """Embed every (label set, wording combo) prompt once, through the disk cache."""
-    enc = build_text_encoder(cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.seed, device)
+def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str,
+                    enc: TextEncoder | None = None) -> TextBank:
+    """Embed every (label set, wording combo) prompt once, through the disk cache.
+
+    ``enc`` defaults to the encoder the config names (built here).
+    """
+    if enc is None:
+        enc = build_text_encoder(cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.seed,
+                                 device)
     kinds = check_kinds(cfg.prompt_kinds)
     combos = wording_combos(kinds)
     prompts = [prompt(s, kinds, c) for s in label_sets for c in combos]
@@ -93,7 +99,7 @@ def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device:
     if cfg.score_composite_prompts:
         extra = [eval_prompt(s, kinds) for s in all_sets]
     t0 = time.perf_counter()
-    emb = prompt_embeddings(prompts + test_texts + extra, cfg.prompt_combine, enc, cfg.text_cache_dir)
+    emb = prompt_embeddings(prompts + test_texts + extra, cfg.prompt_combine, enc, cfg.text_cache)
     log.info("prompt bank: %d label sets x %d wordings, E=%d, %.1fs", len(label_sets), len(combos),
              emb.shape[1], time.perf_counter() - t0)
     n, c = len(prompts), len(test_texts)
@@ -174,6 +180,55 @@ def _validate(model: VideoHead, val: FeatureRows, text: TextBank | None,
     return out
 
 
+TextFor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def run_epoch(model: VideoHead, opt: torch.optim.Optimizer, cfg: TrainConfig, spec: ModelSpec,
+              s: EpochSamples, text_for: TextFor | None, epoch: int,
+              device: torch.device) -> tuple[dict[str, float], int]:
+    """One pass over an epoch's samples in batches of ``cfg.batch_size``.
+
+    ``text_for(set_ids (B,), combos (B,)) -> (B, E)`` gives each sample's prompt embedding; in
+    training it indexes the frozen bank (bench/train.py swaps in a re-encoding one to time the
+    difference). Returns summed losses and the number of optimizer steps.
+    """
+    x_all = torch.from_numpy(s.features)
+    y_all = torch.from_numpy(s.labels)
+    sid_all = torch.from_numpy(s.set_ids)
+    combo_all = torch.from_numpy(s.combos)
+    nb = math.ceil(len(x_all) / cfg.batch_size)
+    sums = {"loss": 0.0, "loss_clip": 0.0, "loss_bce": 0.0}
+    steps = 0
+    model.train()
+    for b in range(nb):
+        sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+        if len(x_all[sl]) < 2:  # a contrastive batch of one has no negatives
+            continue
+        lr = lr_at(cfg, (epoch + b / nb) / cfg.epochs)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = x_all[sl].to(device)
+        sid = sid_all[sl].to(device)
+        embs, logits = model(x)
+        loss = torch.zeros((), device=device)
+        if spec.clip:
+            txt = text_for(sid, combo_all[sl].to(device))  # (B, E)
+            lg = model.scale() * model.similarity(embs, txt)  # (B, B) video i vs prompt of j
+            lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v)
+            loss = loss + cfg.clip_weight * lc
+            sums["loss_clip"] += lc.item()
+        if spec.bce:
+            lb = bce(logits, y_all[sl].to(device))
+            loss = loss + cfg.bce_weight * lb
+            sums["loss_bce"] += lb.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums["loss"] += loss.item()
+        steps += 1
+    return sums, steps
+
+
 def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
               config_path: str | None = None) -> dict[str, Any]:
     """Train one model into its run folder; returns a summary (name, dir, epochs, last val)."""
@@ -198,6 +253,10 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             diff = sorted(k for k in set(_comparable(meta["config"])) | set(_comparable(cfg_dict))
                           if meta["config"].get(k) != cfg_dict.get(k))
             raise ValueError(f"{last_path}: cannot resume, config differs in {diff or ['model_name']}")
+        feats = {m: v["sha256"] for m, v in prep.provenance.items()}
+        if meta.get("features") != feats:
+            raise ValueError(f"{last_path}: cannot resume, the feature files changed since "
+                             f"(sha256 {meta.get('features')} -> {feats})")
         model.load_state_dict(ckpt.strip_prefix(tensors, "model."))
         ckpt.load_optimizer(opt, {k: v.to(device) for k, v in tensors.items()}, meta["param_groups"])
         start = int(meta["epoch"])
@@ -258,41 +317,9 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             s = epoch_samples(prep.train, prep.label_sets, set_index, seed=cfg.seed, epoch=epoch,
                               imagine_n=cfg.imagine_per_epoch, keep_singles=cfg.keep_singles,
                               by_size=by_size, mix=cfg.mix, alpha=cfg.mix_alpha, num_combos=num_combos)
-            x_all = torch.from_numpy(s.features)
-            y_all = torch.from_numpy(s.labels)
-            sid_all = torch.from_numpy(s.set_ids)
-            combo_all = torch.from_numpy(s.combos)
-            n = len(x_all)
-            nb = math.ceil(n / cfg.batch_size)
-            sums = {"loss": 0.0, "loss_clip": 0.0, "loss_bce": 0.0}
-            steps = 0
-            model.train()
-            for b in range(nb):
-                sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-                if len(x_all[sl]) < 2:  # a contrastive batch of one has no negatives
-                    continue
-                lr = lr_at(cfg, (epoch + b / nb) / cfg.epochs)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x = x_all[sl].to(device)
-                sid = sid_all[sl].to(device)
-                embs, logits = model(x)
-                loss = torch.zeros((), device=device)
-                if spec.clip:
-                    txt = bank[sid, combo_all[sl].to(device)]  # (B, E): cached, never re-encoded
-                    lg = model.scale() * model.similarity(embs, txt)
-                    lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v)
-                    loss = loss + cfg.clip_weight * lc
-                    sums["loss_clip"] += lc.item()
-                if spec.bce:
-                    lb = bce(logits, y_all[sl].to(device))
-                    loss = loss + cfg.bce_weight * lb
-                    sums["loss_bce"] += lb.item()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums["loss"] += loss.item()
-                steps += 1
+            text_for = (lambda sid, combo: bank[sid, combo]) if spec.clip else None  # cached lookup
+            sums, steps = run_epoch(model, opt, cfg, spec, s, text_for, epoch, device)
+            n = len(s.features)
             row: dict[str, Any] = {"epoch": epoch + 1}
             for k, v in sums.items():
                 if k == "loss" or (k == "loss_clip" and spec.clip) or (k == "loss_bce" and spec.bce):
@@ -316,13 +343,16 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
                 opt_t, groups = ckpt.optimizer_tensors(opt)
                 ckpt.save(last_path, {**ckpt.with_prefix(model.state_dict(), "model."), **opt_t},
                           {"epoch": done, "param_groups": groups, "config": cfg_dict,
-                           "model_name": model_name})
+                           "model_name": model_name,
+                           "features": {m: v["sha256"] for m, v in prep.provenance.items()}})
     finally:
         writer.close()
         torch.use_deterministic_algorithms(det_before)
     seconds = time.perf_counter() - t_start
 
     finished = stop == cfg.epochs
+    if finished and not last_val:  # resumed a run that had already finished
+        last_val = _validate(model, prep.val, text, device)
     if finished:
         tensors = ckpt.with_prefix(model.state_dict(), "model.")
         if text is not None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's package; CPRCLIP_CHROMIUM points elsewhere (or at nothing, to see the skip).
+CHROMIUM = os.environ.get("CPRCLIP_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-default-apps", "--disable-extensions", "--mute-audio",
@@ -23,6 +25,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def find_chromium() -> str | None:
+    if "CPRCLIP_CHROMIUM" in os.environ:
+        return CHROMIUM if Path(CHROMIUM).is_file() else None
     return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
 
 

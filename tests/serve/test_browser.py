@@ -22,8 +22,9 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser_ready():
+    """Skip (with the reason) before anything is built when the browser cannot run."""
     from chromium_cdp import find_chromium
 
     if find_chromium() is None:
@@ -71,7 +72,7 @@ def api_predict(base: str, paths: list[Path]) -> dict:
         return json.load(r)
 
 
-def test_page_end_to_end(live_server, tiny_run, tmp_path):
+def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
     from chromium_cdp import Chromium
 
     base, app = live_server
