@@ -459,7 +459,8 @@ def _scrub(message: str, job: Job) -> str:
     """Replace the temporary paths in ``message`` by what the user uploaded ("view 2 (a.mp4)")."""
     for i, w in enumerate(job.views):
         name = f"view {w} ({job.names[i]})"
-        for p in sorted(job.workdir.glob(f"view{w}.*"), key=lambda p: -len(str(p))) or []:
+        # longest first, so view1.flow.mp4 is replaced before view1.video's folder
+        for p in sorted(job.workdir.glob(f"view{w}.*"), key=lambda p: -len(str(p))):
             message = message.replace(str(p), name)
         message = message.replace(str(job.workdir / f"view{w}.video"), name)
     return message.replace(str(job.workdir), "the upload")
@@ -583,7 +584,8 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
                                      f"{cfg.max_files} videos of one take.")
         if len(files) > cfg.max_files:
             raise HTTPException(400, f"{len(files)} files were sent; at most {cfg.max_files} "
-                                     "videos (the camera views of one take) can be checked at once.")
+                                     "videos (the camera views of one take) can be checked at "
+                                     "once.")
         names = [display_name(f.filename) for f in files]
         if not views:
             nums = list(range(1, len(files) + 1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     except (ExtractError, ManifestError, WeightsError, FeatureStoreError) as e:
         log.error("%s", e)
         return 2
-    if int(__import__("os").environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", 0)) == 0:
         text = summary(results, failed)
         (log.warning if failed else log.info)("summary: %s", text)
         sys.stdout.write(text + "\n")

@@ -175,12 +175,19 @@ function renderStages(stages) {
 
 // --- the result ------------------------------------------------------------------------
 
-function howSure(err, kind) {
+// How sure, in words. Probabilities read as percentages; prompt similarities have no fixed
+// scale, so the page says how far above the reporting level the score is, relative to the
+// spread of all 14 scores, and gives the numbers in brackets.
+function howSure(err, kind, res) {
   if (kind === "probability") return Math.round(100 * err.score) + "% sure";
+  const all = Object.values(res.scores);
+  const spread = Math.max(...all) - Math.min(...all) || 1;
   if (err.threshold === null || err.threshold === undefined) {
-    return "match score " + err.score.toFixed(3);
+    return "Stands out from the other mistakes (match " + err.score.toFixed(3) + ")";
   }
-  return "match score " + err.score.toFixed(3) + " (reported from " + err.threshold.toFixed(3) + ")";
+  const words = (err.score - err.threshold) / spread > 0.15 ? "Clearly above" : "Just above";
+  return words + " the level needed to report it (match " + err.score.toFixed(3) +
+    ", needed " + err.threshold.toFixed(3) + ")";
 }
 
 function renderResult(res) {
@@ -211,7 +218,7 @@ function renderResult(res) {
       if (e.description) li.append(" \u2014 " + e.description);
       const todo = el("span", {class: "todo"});
       todo.append(el("strong", {}, "What to do: "), capitalise(e.advice) + ".");
-      li.append(todo, el("span", {class: "how-sure"}, howSure(e, kind)));
+      li.append(todo, el("span", {class: "how-sure"}, howSure(e, kind, res)));
       list.append(li);
     }
   }
@@ -258,17 +265,20 @@ function renderChart(res, kind) {
   let lo = 0, hi = 1;
   if (kind !== "probability") {
     const vals = scores.concat(thr.filter(t => t !== null && t !== undefined));
-    lo = Math.min(0, ...vals);
+    lo = Math.min(...vals);
     hi = Math.max(...vals);
+    const pad = 0.05 * (hi - lo);  // the lowest bar still shows
+    lo -= pad;
     if (hi - lo < 1e-6) hi = lo + 1;
   }
   $("chart-help").textContent = kind === "probability"
     ? "Each bar is how sure the assistant is (0 to 100%). Orange bars are the mistakes it " +
       "reports; the black mark is the level a bar must reach to be reported. Pale orange bars " +
-      "passed the mark but were left out (see above)."
+      "passed the mark but were left out (see above). The green bar is for \u201cno mistake\u201d."
     : "Each bar is how well the video matches a description of that mistake (longer is a " +
       "better match). Orange bars are the mistakes it reports; the black mark is the level a bar " +
-      "must reach to be reported. Pale orange bars passed the mark but were left out (see above).";
+      "must reach to be reported. Pale orange bars passed the mark but were left out (see above). " +
+      "The green bar is for \u201cno mistake\u201d.";
   const rowH = 30, labelW = 250, barW = 520, valW = 90, top = 8;
   const W = labelW + barW + valW, H = top + rowH * names.length + 30;
   const s = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img",
@@ -277,12 +287,14 @@ function renderChart(res, kind) {
   names.forEach((n, i) => {
     const y = top + i * rowH;
     const isCorrect = i === 0;
-    const fill = reported.has(n) ? "#d9730d"
-      : leftOut.has(n) ? "#f2c089"
-      : (isCorrect && res.looks_correct ? "#1a7f37" : "#9aa6b2");
+    const fill = isCorrect ? "#1a7f37"
+      : reported.has(n) ? "#d9730d"
+      : leftOut.has(n) ? "#f2c089" : "#9aa6b2";
     s.append(svg("text", {x: labelW - 10, y: y + rowH * 0.65, "text-anchor": "end",
-      "font-size": 16, fill: "#1b1f24", "font-weight": reported.has(n) ? 700 : 400}, n));
-    const x0 = x(Math.max(lo, 0)), x1 = x(scores[i]);
+      "font-size": 16, fill: "#1b1f24", "font-weight": reported.has(n) ? 700 : 400},
+      isCorrect ? "No mistake (" + n + ")" : n));
+    // Probabilities grow from 0; similarities from the lowest score, so longer is always more.
+    const x0 = x(lo), x1 = x(scores[i]);
     s.append(svg("rect", {x: Math.min(x0, x1), y: y + 5, width: Math.max(1, Math.abs(x1 - x0)),
       height: rowH - 10, rx: 3, fill: fill, "data-class": n}));
     if (thr[i] !== null && thr[i] !== undefined && isFinite(thr[i])) {
@@ -296,7 +308,7 @@ function renderChart(res, kind) {
   });
   const axisY = top + rowH * names.length + 4;
   s.append(svg("line", {x1: labelW, x2: labelW + barW, y1: axisY, y2: axisY, stroke: "#4a5561"}));
-  const ends = kind === "probability" ? ["0%", "100%"] : [lo.toFixed(2), hi.toFixed(2)];
+  const ends = kind === "probability" ? ["0%", "100%"] : ["weaker match", "stronger match"];
   s.append(svg("text", {x: labelW, y: axisY + 20, "font-size": 14, fill: "#4a5561"}, ends[0]));
   s.append(svg("text", {x: labelW + barW, y: axisY + 20, "font-size": 14, "text-anchor": "end",
     fill: "#4a5561"}, ends[1]));

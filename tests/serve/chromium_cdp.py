@@ -120,7 +120,8 @@ class Chromium:
         node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
         if not node:
             raise RuntimeError(f"no element {selector}")
-        self.send("DOM.setFileInputFiles", nodeId=node, files=[str(Path(p).resolve()) for p in paths])
+        self.send("DOM.setFileInputFiles", nodeId=node,
+                  files=[str(Path(p).resolve()) for p in paths])
 
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page (not only the window)."""

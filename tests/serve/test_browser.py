@@ -115,7 +115,8 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
         if expected["errors"]:
             n = len(expected["errors"])
             assert verdict == (f"{n} thing to correct" if n == 1 else f"{n} things to correct")
-            todo = b.eval("[...document.querySelectorAll('#errors li .todo')].map(e => e.textContent)")
+            todo = b.eval("[...document.querySelectorAll('#errors li .todo')]"
+                          ".map(e => e.textContent)")
             assert todo[0] == "What to do: " + expected["errors"][0]["advice"].capitalize() + "."
         else:
             assert "look correct" in verdict

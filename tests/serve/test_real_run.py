@@ -56,7 +56,8 @@ def test_job_goes_through_the_flow_stage(real_client, tiny_run):
     assert [s["key"] for s in client.get("/health").json()["stages"]] == [
         "check", "flow", "features", "score"]
     p = tiny_run["take"][0]
-    job_id = client.post("/jobs", files=[("files", (p.name, p.read_bytes(), "video/mp4"))]).json()["id"]
+    form = [("files", (p.name, p.read_bytes(), "video/mp4"))]
+    job_id = client.post("/jobs", files=form).json()["id"]
     seen = set()
     t0 = time.time()
     while time.time() - t0 < 60:
