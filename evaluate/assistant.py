@@ -337,7 +337,7 @@ def format_text(p: Prediction) -> str:
             lines.append("(The model is not confident about 'Correct' either; "
                          "consider another take or more views.)")
     else:
-        lines.append(f"Detected {len(p.errors)} error(s), most certain first:")
+        lines.append(f"Detected {len(p.errors)} error(s), furthest above its threshold first:")
         for i, d in enumerate(p.errors, 1):
             lines.append(f"  {i}. {d.name} ({_confidence(p, d)}): {d.advice}.")
         advice = list(dict.fromkeys(d.advice for d in p.errors))
