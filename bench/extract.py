@@ -275,7 +275,8 @@ def main() -> int:
         f"side {a.short_side}, centre crop {a.crop_size}, RGB. Each figure is the median of "
         f"{a.repeats} runs in fresh processes, each over {a.videos} videos; model building is "
         f"not timed. Ours: {a.workers} decode worker(s), batch of 1 video, torch threads "
-        f"{a.threads}, {'bf16 autocast' if a.cpu_amp else 'fp32'}. mmaction2 (fp32): its test pipeline and `test_step`, one process, no DataLoader. "
+        f"{a.threads}, {'bf16 autocast' if a.cpu_amp else 'fp32'}. mmaction2 (fp32): its test "
+        "pipeline and `test_step`, one process, no DataLoader. "
         "Peak RSS is `ru_maxrss` of the measuring process (and of its largest worker).",
         "",
         "Wall-clock seconds per video, and CPU seconds per video (all processes; the fairer "

@@ -144,6 +144,7 @@ def main() -> int:
         """(wall seconds, process CPU seconds) of one epoch: sampling + all training steps."""
         torch.manual_seed(0)
         model = VideoHead(head_args(cfg, "cpr_clip", prep))
+        model.set_input_stats(train.features)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         t, c = time.perf_counter(), time.process_time()
         s = epoch_samples(train, label_sets, set_index, seed=0, epoch=epoch,

@@ -260,7 +260,10 @@ def predict_take(videos: list[str | Path], views: list[int] | None, cfg: Predict
         except (ExtractError, VideoFailure, DecodeError) as e:
             where = videos[0] if len(videos) == 1 else "the take"
             raise PredictError(f"{where}: {m} features failed ({_first_line(e)})") from e
-    all_scores = run.scores(feats)
+    try:
+        all_scores = run.scores(feats)
+    except ValueError as e:  # features of another dimension than the checkpoint's
+        raise PredictError(_first_line(e)) from None
     per_view = np.asarray(all_scores[head], dtype=np.float64)  # (V, C)
     fused = per_view.mean(axis=0)  # (C,): mean over views, as eval's decisions
     errors, correct, dropped = decide(fused, thresholds, cfg.clip_z)

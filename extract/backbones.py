@@ -221,7 +221,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError for arbitrary objects
+        import pickle
+        import re
+
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # torch puts terminal colours in it
+        if not isinstance(e, pickle.UnpicklingError):  # truncated or not a torch file at all
+            raise WeightsError(f"{path}: not a readable torch checkpoint ({first[:160]})") from None
         raise WeightsError(
             f"{path}: refused: this checkpoint needs unpickling arbitrary Python objects, which "
             f"cprclip never does ({first[:160]}); convert it to .safetensors in a trusted "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -72,9 +73,27 @@ def _check_file(path: Path) -> None:
         raise DecodeError(f"{path}: file is empty")
 
 
+_DECORD_PREFIX = re.compile(r"^\[[0-9:]+\] \S+\.cc:\d+: (Error: )?")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+    # decord prefixes its messages with "[hh:mm:ss] /path/to/source.cc:line: "; keep the problem.
+    return _DECORD_PREFIX.sub("", text[0])[:200] if text else type(e).__name__
+
+
+def _rotation(container, stream) -> int:
+    """Display rotation (0, 90, 180, 270) of ``stream``, from its first decoded frame.
+
+    Phones store portrait video as landscape plus a display matrix. decord applies it, PyAV
+    does not; every reader here returns frames in display orientation, so both agree.
+    """
+    try:
+        for fr in container.decode(stream):
+            return int(round(getattr(fr, "rotation", 0) or 0)) % 360
+    except Exception:  # noqa: BLE001 - a broken first frame: the decode itself will report it
+        pass
+    return 0
 
 
 def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarray:
@@ -87,7 +106,7 @@ def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarr
 
 
 def _probe_pyav(path: Path) -> tuple[int, int, float]:
-    """(W, H, fps) from the container header, without decoding a frame."""
+    """(W, H, fps) in display orientation from the container header and first frame."""
     import av
 
     try:
@@ -96,7 +115,10 @@ def _probe_pyav(path: Path) -> tuple[int, int, float]:
                 raise DecodeError(f"{path}: no video stream")
             s = c.streams.video[0]
             rate = s.average_rate or s.guessed_rate or s.base_rate
-            return int(s.codec_context.width), int(s.codec_context.height), float(rate or 0.0)
+            w, h = int(s.codec_context.width), int(s.codec_context.height)
+            if _rotation(c, s) in (90, 270):
+                w, h = h, w
+            return w, h, float(rate or 0.0)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - av raises many error types for a bad file
@@ -208,6 +230,8 @@ class PyAVReader(_Base):
             self.size = (int(s.codec_context.width), int(s.codec_context.height))
             rate = s.average_rate or s.guessed_rate or s.base_rate
             self.fps = float(rate or 0.0)
+            self._stored = self.size  # (W, H) as coded; frames are rotated after scaling
+            self.size = _probe_pyav(self.path)[:2]
             # Demux once (cheap: no decoding) to number frames by presentation order.
             pts, keys = [], []
             for pkt in self._c.demux(s):
@@ -249,6 +273,7 @@ class PyAVReader(_Base):
         w, h = short_side_size(*self.size, resize_short)
         if idx.size == 0:
             return np.zeros((0, h, w, 3), np.uint8)
+        sw, sh = short_side_size(*self._stored, resize_short)  # the short side is the same
         wanted = sorted(set(idx.tolist()))
         got: dict[int, np.ndarray] = {}
         it = None
@@ -263,8 +288,10 @@ class PyAVReader(_Base):
                 for i, fr in it:
                     cur = i
                     if i == target:
-                        got[i] = fr.to_ndarray(width=w, height=h, format="rgb24",
-                                               interpolation="BICUBIC")
+                        a = fr.to_ndarray(width=sw, height=sh, format="rgb24",
+                                          interpolation="BICUBIC")
+                        k = (int(round(getattr(fr, "rotation", 0) or 0)) // 90) % 4
+                        got[i] = np.ascontiguousarray(np.rot90(a, k)) if k else a
                         break
                     if i > target:  # an irregular stream; fall back to a sequential pass
                         break

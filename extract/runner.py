@@ -162,18 +162,19 @@ def video_views(cfg: ExtractConfig, modality: str, video: Path | None,
         if modality == "rgb":
             with open_video(video, cfg.decoder, resize_short=cfg.short_side) as r:
                 if r.num_frames < cfg.min_frames:
-                    raise VideoFailure(f"too few frames ({r.num_frames} < min_frames "
+                    raise VideoFailure(f"{video}: too few frames ({r.num_frames} < min_frames "
                                        f"{cfg.min_frames})")
                 frames = r.get(segment_indices(r.num_frames, T, L).reshape(-1), cfg.short_side)
             return np.ascontiguousarray(spatial_views(frames, cfg.crop, cfg.crop_size))
         if flow is None:
-            raise VideoFailure("no flow for this video (manifest 'flow' is empty; run 'cprclip flow')")
+            raise VideoFailure(f"{video}: no flow for this video (manifest 'flow' is empty; "
+                               "run 'cprclip flow')")
         if not flow.exists():
             raise VideoFailure(f"flow {flow} not found (run 'cprclip flow')")
         with open_flow(flow, cfg.decoder, resize_short=cfg.short_side) as r:
             need = max(1, cfg.min_frames - 1)  # F frames give F - 1 flow frames
             if r.num_frames < need:
-                raise VideoFailure(f"too few flow frames ({r.num_frames} < {need})")
+                raise VideoFailure(f"{flow}: too few flow frames ({r.num_frames} < {need})")
             frames = r.get(segment_indices(r.num_frames, T, L).reshape(-1), cfg.short_side)
         views = spatial_views(frames, cfg.crop, cfg.crop_size, invert_on_flip=(0,))
         return stack_flow(views, L)

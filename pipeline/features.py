@@ -113,9 +113,25 @@ def _write_rows(path: Path, rows: dict[str, np.ndarray], attrs: dict[str, Any]) 
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # h5py reports a full disk as either
+        tmp.unlink(missing_ok=True)
+        raise FeatureStoreError(f"{path}: cannot write ({_os_reason(e)})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _os_reason(e: BaseException) -> str:
+    """One line for a write failure: the OS's words (e.g. 'No space left on device')."""
+    import re
+
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    m = re.search(r"error message = '([^']+)'", str(e))
+    if m:
+        return m.group(1)
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 FORMAT = "cprclip-train-1"
@@ -36,11 +36,14 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {raw.get('format')!r}, this code reads {FORMAT!r}")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"{path}: format {raw.get('format')!r}, this code reads {FORMAT!r}")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:  # truncated, or not safetensors at all (e.g. a pickle)
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
     return tensors, meta
 

@@ -241,7 +241,9 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
     text = prep.text if spec.clip else None
 
     torch.manual_seed(cfg.seed)
-    model = VideoHead(args).to(device)
+    model = VideoHead(args)
+    model.set_input_stats(prep.train.features)  # real training clips only (resume loads them too)
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

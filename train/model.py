@@ -1,4 +1,4 @@
-"""The video head: pooling over segments, a small MLP, a projection to the text space (CLIP)
+"""The video head: input standardisation, pooling over segments, a small MLP, a projection to the text space (CLIP)
 and/or a classification layer (BCE).
 
 Shapes: B batch, T segments, D feature dim (all modalities concatenated), E text embedding
@@ -49,15 +49,13 @@ class Stream(nn.Module):
         super().__init__()
         if a.pooling not in ("mean", "attention"):
             raise ValueError(f"unknown pooling {a.pooling!r}; valid: mean, attention")
-        self.norm = nn.LayerNorm(in_dim)  # backbone features differ in scale between streams
         self.attn = nn.Linear(in_dim, 1) if a.pooling == "attention" else None
         self.trunk = nn.Sequential(nn.Linear(in_dim, a.hidden_dim), nn.GELU(), nn.Dropout(a.dropout))
         self.proj = nn.Linear(a.hidden_dim, a.embed_dim) if a.embed_dim else None
         self.cls = nn.Linear(a.hidden_dim, a.num_classes) if a.num_classes else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x = self.norm(x)  # (B, T, D)
-        if self.attn is None:
+        if self.attn is None:  # x: (B, T, D), already standardised
             pooled = x.mean(dim=1)
         else:
             w = torch.softmax(self.attn(x), dim=1)  # (B, T, 1) weights over segments
@@ -78,8 +76,20 @@ class VideoHead(nn.Module):
         self.args = args
         in_dims = [sum(args.dims)] if args.fusion == "concat" else list(args.dims)
         self.streams = nn.ModuleList(Stream(d, args) for d in in_dims)
+        # Per-dimension standardisation with training statistics (set_input_stats), saved with
+        # the weights. Backbone features (a random-init one especially) share a large common
+        # part; the class signal lives in small per-dimension deviations.
+        self.register_buffer("in_mean", torch.zeros(sum(args.dims)))
+        self.register_buffer("in_std", torch.ones(sum(args.dims)))
         self.log_scale = nn.Parameter(torch.tensor(math.log(args.logit_scale)),
                                       requires_grad=args.learn_logit_scale)
+
+    @torch.no_grad()
+    def set_input_stats(self, features: np.ndarray) -> None:
+        """Standardise inputs with the mean and std over rows and segments of (N, T, D) features."""
+        flat = torch.from_numpy(np.asarray(features, dtype=np.float32)).reshape(-1, features.shape[-1])
+        self.in_mean.copy_(flat.mean(dim=0))
+        self.in_std.copy_(flat.std(dim=0).clamp_min(1e-6))
 
     def split(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, T, sum D) -> the inputs of each stream."""
@@ -89,6 +99,7 @@ class VideoHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """x (B, T, sum D) -> (per-stream unit embeddings [(B, E)], fused class logits (B, C))."""
+        x = (x - self.in_mean) / self.in_std
         outs = [s(xi) for s, xi in zip(self.streams, self.split(x))]
         embs = [e for e, _ in outs if e is not None]
         logits = [lg for _, lg in outs if lg is not None]

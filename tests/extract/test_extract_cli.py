@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -210,3 +209,19 @@ def test_torchrun_two_gloo_processes_match_one(tmp_path):
         assert not shard_dir(feats_path(tmp_path, mod, "dist")).exists()
     # Both ranks did work: each wrote shards tagged with its rank before consolidation.
     assert "rank 1/2" in r.stderr and "rank 0/2" in r.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_extract_matches_cpu(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    m = make_dataset(tmp_path, takes=2, views=2)
+    assert extract(tmp_path, m, "modalities=rgb", "device=cpu", features="cpu") == 0
+    assert extract(tmp_path, m, "modalities=rgb", "device=cuda", "workers=1", features="gpu") == 0
+    a = read_features(feats_path(tmp_path, "rgb", "cpu"))
+    b = read_features(feats_path(tmp_path, "rgb", "gpu"))
+    assert b.attrs["precision"] == "bf16" and a.attrs["precision"] == "fp32"
+    rel = np.linalg.norm(a.features - b.features) / np.linalg.norm(a.features)
+    assert rel < 0.02  # bf16 autocast on the GPU vs fp32 on the CPU

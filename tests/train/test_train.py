@@ -122,6 +122,12 @@ hidden_dim = 16
         if spec.clip:
             assert record["text_encoder"]["random_init"] is True
             assert len(record["prompts"]["test"]) == 14
+    # the run scores the val rows exactly as validation did during training (input stats saved)
+    run = load_run(tmp_path / "runs" / "imaginenet_fc")
+    val = rgb.split == "val"
+    got = run.scores({"rgb": rgb.features[val], "flow": flow.features[val]})["bce"]
+    from train.loop import mean_ap
+    assert mean_ap(got, rgb.labels[val]) == pytest.approx(run.record["final_val"]["val/mAP"], abs=1e-6)
     with pytest.raises(KeyError, match="flow"):
         load_run(tmp_path / "runs" / "bce").scores({"rgb": feats["rgb"]})
 

@@ -1,0 +1,133 @@
+"""Bad and odd media for the fault-injection suite, generated with the project's ffmpeg."""
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.ffmpeg import ffmpeg_exe
+
+HEADER = ["video_id", "path", "take_id", "view", "participant", "split", "labels", "flow"]
+
+
+def ffmpeg(*args: str, stdin: bytes | None = None) -> None:
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *args], input=stdin, check=True)
+
+
+def frames(n: int = 24, h: int = 36, w: int = 48, seed: int = 0) -> np.ndarray:
+    """(n, h, w, 3) uint8 frames with texture and a moving square (so motion and flow exist)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 200, (h, w, 3), dtype=np.uint8)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f = np.roll(base, i, axis=1).copy()
+        x = (2 * i) % max(1, w - 10)
+        f[h // 3:h // 3 + 10, x:x + 10] = 255
+        out[i] = f
+    return out
+
+
+def encode(path: Path, fr: np.ndarray, fps: float = 25, codec: tuple[str, ...] = (
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "23"), gop: int = 10,
+        extra_out: tuple[str, ...] = ()) -> Path:
+    n, h, w, _ = fr.shape
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-",
+           *codec, "-g", str(gop), *extra_out, str(path), stdin=fr.tobytes())
+    return path
+
+
+def good(path: Path, seed: int = 0, n: int = 24) -> Path:
+    return encode(path, frames(n, seed=seed))
+
+
+def make_bad_videos(folder: Path) -> dict[str, Path]:
+    """Every bad/odd video case of issue 7, part 1. Returns {case: path}.
+
+    libx265 in the bundled ffmpeg aborts below 64x64, so the 10-bit HEVC clip is 64x64.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    p = folder / "empty.mp4"
+    p.write_bytes(b"")
+    out["empty"] = p
+    src = good(folder / "_src.mp4", seed=1, n=48)
+    data = src.read_bytes()
+    p = folder / "truncated.mp4"
+    p.write_bytes(data[: len(data) // 2])  # mid-stream: moov may be at the end -> unreadable
+    out["truncated"] = p
+    # Truncated with the index first (faststart): the header promises frames that are gone.
+    fs = folder / "_faststart.mp4"
+    encode(fs, frames(48, seed=2), extra_out=("-movflags", "+faststart"))
+    d = fs.read_bytes()
+    p = folder / "truncated_faststart.mp4"
+    p.write_bytes(d[: int(len(d) * 0.6)])
+    out["truncated_faststart"] = p
+    p = folder / "random.mp4"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    out["random"] = p
+    p = folder / "audio_only.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(p))
+    out["audio_only"] = p
+    png = folder / "_still.png"
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "48x36", "-i", "-", "-frames:v", "1",
+           str(png), stdin=frames(1)[0].tobytes())
+    p = folder / "still_image.mp4"
+    p.write_bytes(png.read_bytes())
+    out["still_image"] = p
+    # Corrupt key frame: overwrite bytes inside the first key frame's slice data (after the
+    # headers) with garbage; the container stays valid.
+    p = folder / "corrupt_keyframe.mp4"
+    raw = bytearray(encode(folder / "_ck.mp4", frames(48, seed=3), gop=48).read_bytes())
+    mdat = raw.find(b"mdat")
+    start = mdat + 4 + 800  # skip the SEI/SPS/PPS that x264 writes first
+    raw[start:start + 400] = np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    p.write_bytes(bytes(raw))
+    out["corrupt_keyframe"] = p
+    # Variable frame rate: timestamps with irregular gaps (mkv keeps them as given).
+    vfr_dir = folder / "_vfr"
+    vfr_dir.mkdir(exist_ok=True)
+    fr = frames(30, seed=4)
+    lines = []
+    for i in range(30):
+        img = vfr_dir / f"{i:03d}.png"
+        ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "48x36", "-i", "-", "-frames:v", "1",
+               str(img), stdin=fr[i].tobytes())
+        lines += [f"file '{img}'", f"duration {0.02 if i % 3 else 0.1:.2f}"]
+    (vfr_dir / "list.txt").write_text("\n".join(lines) + "\n")
+    p = folder / "vfr.mp4"
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(vfr_dir / "list.txt"), "-fps_mode", "vfr",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(p))
+    out["vfr"] = p
+    p = folder / "rotated.mp4"
+    tmp = good(folder / "_rot_src.mp4", seed=5)
+    ffmpeg("-display_rotation", "90", "-i", str(tmp), "-c", "copy", str(p))
+    out["rotated"] = p
+    p = folder / "hevc10.mp4"
+    encode(p, frames(24, 64, 64, seed=6), codec=("-c:v", "libx265", "-pix_fmt", "yuv420p10le",
+                                          "-x265-params", "log-level=error"))
+    out["hevc10"] = p
+    p = folder / "one_frame.mp4"
+    encode(p, frames(1, seed=7))
+    out["one_frame"] = p
+    p = folder / "uhd_4096x2160.mp4"
+    encode(p, frames(10, h=2160, w=4096, seed=8), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p",
+                                                        "-preset", "ultrafast", "-crf", "35"))
+    out["uhd_4096x2160"] = p
+    return out
+
+
+def write_manifest(path: Path, rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        w.writerows(rows)
+    return path
+
+
+def row(vid: str, rel: str, take: str | None = None, view: int = 1, labels: str = "0",
+        flow: str = "") -> list:
+    return [vid, rel, take or vid, view, "p1", "train", labels, flow]
