@@ -70,7 +70,7 @@ def write_section(md: Path, section: str, title: str = "## Training") -> None:
         text = text.rstrip() + "\n\n" + section
     else:
         nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+        text = text[:start] + section.rstrip() + "\n\n" + (text[nxt + 1:] if nxt >= 0 else "")
     md.write_text(text.rstrip() + "\n")
 
 

@@ -131,7 +131,11 @@ def gray_frames(src: str | Path, short_side: int | None = None) -> Iterator[np.n
         w, h = short_side_size(s.codec_context.width, s.codec_context.height, short_side)
         try:
             for fr in c.decode(s):
-                yield fr.to_ndarray(width=w, height=h, format="gray")
+                g = fr.to_ndarray(width=w, height=h, format="gray")
+                # Display orientation, as the rgb decoders return it (phones store portrait
+                # video as landscape plus a rotation), so flow and rgb frames line up.
+                k = (int(round(getattr(fr, "rotation", 0) or 0)) // 90) % 4
+                yield np.ascontiguousarray(np.rot90(g, k)) if k else g
         except Exception as e:  # noqa: BLE001
             raise DecodeError(f"{src}: decoding failed ({_first_line(e)})") from None
 

@@ -76,6 +76,10 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
     if errors:
         raise ManifestError(errors[0])
     flow_dir = Path(cfg.flow_dir) if cfg.flow_dir else manifest.parent / "flow"
+    if flow_dir.is_dir():  # hidden *.tmp files of a killed run (their pid is gone)
+        from pipeline.features import remove_stale_tmp
+
+        remove_stale_tmp(flow_dir)
     have = [r for r in records if r.flow is not None and r.flow.exists()]
     todo = [r for r in records if not (r.flow is not None and r.flow.exists())]
     flows: dict[str, Path] = {}

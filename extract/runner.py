@@ -419,7 +419,12 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     records = _load_records(cfg)
     results = []
+    locks: list[int] = []
     try:
+        # A second run on the same output refuses instead of racing this one's consolidation.
+        for m in cfg.modalities:
+            locks.append(_lock_output(feature_path(cfg.features_dir, cfg.dataset, cfg.backbone,
+                                                   m, cfg.segments), rank))
         for m in cfg.modalities:
             results.append(extract_modality(cfg, m, records, device, rank, world))
         failed = sum(r.failed for r in results)
@@ -437,9 +442,32 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
         if world > 1:
             dist.barrier()
     finally:
+        for fd in locks:
+            os.close(fd)  # releases the lock (the kernel also does so if the process dies)
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return results, failed
+
+
+def _lock_output(path: Path, rank: int) -> int:
+    """Hold an exclusive lock on feature file ``path`` for this rank; returns the lock's fd.
+
+    ``flock`` dies with its process, so a killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.r{rank}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ExtractError(f"{path}: another 'cprclip extract' (pid {other}) is writing it; "
+                           "wait for it to finish, or set another features_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ the final file (again tmp + rename) and removes the shards. Readers only open fi
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -95,10 +96,17 @@ def _attr_value(v: Any) -> Any:
 
 
 def _write_rows(path: Path, rows: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Write a complete file atomically: ``path.tmp`` then rename."""
+    """Write a complete file atomically: ``path.tmp`` then rename.
+
+    The HDF5 image is built in memory and written with plain file I/O: a full disk or an I/O
+    error then surfaces as one clean OSError, instead of HDF5 failing inside its own close and
+    printing errors from object destructors (seen on a full tmpfs). The rows are in memory
+    already, so this at most doubles a file's footprint while it is written.
+    """
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    buf = io.BytesIO()
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(buf, "w") as f:
             for k in ROW_FIELDS:
                 f.create_dataset(k, data=np.asarray(rows[k], dtype=object), dtype=STR)
             f.create_dataset("view", data=np.asarray(rows["view"], dtype=np.int16))
@@ -110,7 +118,9 @@ def _write_rows(path: Path, rows: dict[str, np.ndarray], attrs: dict[str, Any]) 
             for k, v in attrs.items():
                 f.attrs[k] = _attr_value(v)
             f.flush()
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # h5py reports a full disk as either

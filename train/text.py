@@ -143,8 +143,14 @@ class OpenClipEncoder:
 
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                model = open_clip.create_model(self.arch, pretrained=self.pretrained or None,
-                                               device=self.device)
+                try:
+                    model = open_clip.create_model(self.arch, pretrained=self.pretrained or None,
+                                                   device=self.device)
+                except Exception as e:  # a hub that cannot be reached, a bad tag or file
+                    raise ValueError(
+                        f"open_clip {self.arch} with pretrained={self.pretrained!r} cannot be "
+                        f"loaded ({type(e).__name__}: {e}); without a reachable hub set "
+                        "text_pretrained to a local checkpoint file") from e
             model.visual = torch.nn.Identity()  # only the text tower is used
             model.eval().requires_grad_(False)
             if not self.weights_sha256:

@@ -9,6 +9,8 @@ import numpy as np
 
 from pipeline.ffmpeg import ffmpeg_exe
 
+ROOT = Path(__file__).resolve().parents[2]
+
 HEADER = ["video_id", "path", "take_id", "view", "participant", "split", "labels", "flow"]
 
 
@@ -131,3 +133,20 @@ def write_manifest(path: Path, rows: list[list]) -> Path:
 def row(vid: str, rel: str, take: str | None = None, view: int = 1, labels: str = "0",
         flow: str = "") -> list:
     return [vid, rel, take or vid, view, "p1", "train", labels, flow]
+
+
+def write_config(root: Path, manifest: Path | str = "manifest.csv") -> Path:
+    """A config whose [common] points everything into ``root``."""
+    cfg = root / "fault.toml"
+    cfg.write_text(f'[common]\ndataset = "tiny"\nmanifest = "{manifest}"\n'
+                   f'features_dir = "{root / "features"}"\nruns_dir = "{root / "runs"}"\nseed = 0\n')
+    return cfg
+
+
+# Small, fast extraction settings: random-init tsn_r18 at 32 px, 4 segments, no workers.
+TINY_EXTRACT = ["backbone=tsn_r18", "segments=4", "short_side=32", "crop_size=32",
+                "checkpoint=none", "workers=0", "device=cpu", "batch_videos=4", "min_frames=4"]
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text[-3000:]

@@ -10,8 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY_EXTRACT, no_traceback, write_config
-from fault_media import good, row, write_manifest
+from fault_media import TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
 from pipeline.cli import main
 from pipeline.taxonomy import NUM_CLASSES, composite_label_sets
 
@@ -129,7 +128,8 @@ def test_features_whose_dimension_differs_from_the_checkpoint(pipe, tmp_path, ca
     _rewrite_features(p["feats"], shrink)
     assert main(["eval", "--config", str(p["cfg"]), "--run", "cpr_clip_plus"]) == 1
     err = capsys.readouterr().err
-    assert "run cpr_clip_plus" in err and "features have D=64" in err and "D=512" in err, err
+    assert ("run cpr_clip_plus: features have D=64 (64), the model was trained on D=512 "
+            "((512,))") in err, err
     no_traceback(err)
 
 
@@ -208,7 +208,9 @@ def test_pickle_payload_checkpoints_are_refused_and_never_run(pipe, tmp_path, ca
     assert f"{evil}: refused: this checkpoint needs unpickling arbitrary Python objects" in err
     assert "\x1b[" not in err  # no terminal colour codes in the message
     assert "checkpoint.safetensors: not a readable safetensors checkpoint" in err, err
-    assert rc4 != 0 and "last.safetensors" in err, err
+    assert rc4 == 1, err
+    assert (f"train: {p['run'] / 'last.safetensors'}: not a readable safetensors checkpoint"
+            in err), err
     no_traceback(err)
     # The payload is live: plain unpickling (what the stages never do) would run it.
     with open(evil, "rb") as f:
@@ -258,3 +260,20 @@ def test_config_toml_that_does_not_parse(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}: not valid TOML" in err
     no_traceback(err)
+
+
+def test_predict_executes_nothing_derived_from_a_file_name(pipe, tmp_path, monkeypatch, capsys):
+    """Video names that a shell would run are only file names to the assistant."""
+    monkeypatch.chdir(tmp_path)
+    names = ["$(touch PWNED1).mp4", "`touch PWNED2`.mp4", "x; touch PWNED3 ;.mp4"]
+    for n in names:
+        (tmp_path / n).write_bytes(pipe["video"].read_bytes())
+    rc = main(["predict", *[str(tmp_path / n) for n in names], "--run", str(pipe["run"]),
+               "--threshold", "fixed", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert not list(tmp_path.rglob("PWNED*")) and not list(ROOT_DIR.glob("PWNED*"))
+    assert json.loads(out.out)["videos"] == [str(tmp_path / n) for n in names]
+
+
+ROOT_DIR = Path(__file__).resolve().parents[2]

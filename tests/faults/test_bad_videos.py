@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_EXTRACT, no_traceback, write_config
-from fault_media import frames, good, make_bad_videos, row, write_manifest
+from fault_media import (
+    TINY_EXTRACT, frames, good, make_bad_videos, no_traceback, row, write_config,
+    write_manifest)
 from extract.decoders import DecodeError, open_video
 from pipeline.cli import main
 from pipeline.features import read_features

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_EXTRACT, no_traceback, write_config
-from fault_media import good, row, write_manifest
+from fault_media import TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
 from pipeline.cli import main
 from pipeline.features import read_features, shard_dir
 
@@ -31,7 +30,7 @@ def small_fs(tmp_path):
 
 
 def test_disk_full_during_extract(tmp_path, small_fs, capsys):
-    n = 12
+    n = 8
     for i in range(n):
         good(tmp_path / "videos" / f"v{i:02d}.mp4", seed=i, n=10)
     m = write_manifest(tmp_path / "manifest.csv",

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_EXTRACT, no_traceback, write_config
-from fault_media import HEADER, good, row, write_manifest
+from fault_media import HEADER, TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
 from pipeline.cli import main
 from pipeline.features import read_features
 
@@ -57,7 +56,7 @@ def test_manifest_in_utf16_is_refused(tmp_path, log_text):
     m = tmp_path / "manifest.csv"
     m.write_bytes(_rows_text([row("a", "videos/a.mp4")]).encode("utf-16"))
     assert main(["manifest", "check", "--no-files", str(m)]) == 1
-    assert f"{m}: not UTF-8" in log_text.getvalue()
+    assert f"{m}: not UTF-8 (byte 0: b'\\xff'); save it as UTF-8" in log_text.getvalue()
 
 
 def test_manifest_with_bom_and_crlf_is_read(tmp_path, capsys):
