@@ -260,7 +260,8 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             raise ValueError(f"{last_path}: cannot resume, the feature files changed since "
                              f"(sha256 {meta.get('features')} -> {feats})")
         model.load_state_dict(ckpt.strip_prefix(tensors, "model."))
-        ckpt.load_optimizer(opt, {k: v.to(device) for k, v in tensors.items()}, meta["param_groups"])
+        # CPU tensors: load_state_dict moves moments to each param's device and keeps `step` as is
+        ckpt.load_optimizer(opt, tensors, meta["param_groups"])
         start = int(meta["epoch"])
         log.info("%s: resuming after epoch %d from %s", model_name, start, last_path)
     else:

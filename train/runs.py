@@ -16,6 +16,8 @@ Spec (other stages code against this; keep it stable):
   ``""`` for runs without text
 - ``has_clip`` / ``has_bce``: which score kinds :meth:`Run.scores` returns
 - ``classes``: the C = 14 class names, in column order of every score matrix
+- also ``path`` (the run folder), ``modalities`` (tuple) and ``record`` (all of config.json:
+  provenance, prompts, ``final_val`` metrics, ``checkpoint_sha256``)
 - ``scores(features) -> dict[str, np.ndarray]``: ``features`` maps modality -> (N, T, D)
   float32 (rows already joined on video_id across modalities). Returns
 
