@@ -21,7 +21,6 @@ import csv
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile

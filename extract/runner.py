@@ -465,6 +465,9 @@ def _lock_output(path: Path, rank: int) -> int:
         os.close(fd)
         raise ExtractError(f"{path}: another 'cprclip extract' (pid {other}) is writing it; "
                            "wait for it to finish, or set another features_dir") from None
+    except OSError as e:  # a file system without flock (some NFS): run unguarded, say so
+        log.warning("%s: cannot lock (%s); do not run two extracts on it at once", path,
+                    e.strerror or e)
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd

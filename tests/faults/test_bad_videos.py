@@ -3,7 +3,6 @@ file and the problem (the run goes on), or is decoded correctly."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ complete; every shard closed before the disk filled survives and a rerun complet
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from safetensors.torch import load_file
 
 from fault_media import ROOT, good, row, write_config, write_manifest

@@ -6,7 +6,6 @@ runs a shell (shell=True, os.system, os.popen, eval/exec) fails this test."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from fault_media import ROOT
 
