@@ -31,6 +31,7 @@ class FlowConfig:
     flow_dir: str = ""  # "" -> <manifest folder>/flow
     workers: int = 2  # processes; each computes one video single-threaded
     preset: str = "ultrafast"  # x264 preset: lossless either way, only speed vs size
+    allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
 
     def validate(self) -> None:
         from extract.flow import FLOW_METHODS
@@ -60,8 +61,24 @@ def _one(video_id: str, src: str, dst: str, method: str, short_side: int, bound:
         return video_id, dst, 0, str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the run that forked it dies (even by SIGKILL), so a
+    killed ``cprclip flow`` leaves no orphan processes behind."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _init_worker() -> None:
     import cv2
+
+    _die_with_parent()
 
     cv2.setNumThreads(1)
 
@@ -72,7 +89,8 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
     from pipeline.manifest import ManifestError, parse_manifest, with_flow, write_manifest
 
     manifest = Path(cfg.manifest)
-    records, errors = parse_manifest(manifest, check_files=False)
+    records, errors = parse_manifest(manifest, check_files=False,
+                                     allow_outside_root=cfg.allow_outside_root)
     if errors:
         raise ManifestError(errors[0])
     flow_dir = Path(cfg.flow_dir) if cfg.flow_dir else manifest.parent / "flow"

@@ -87,6 +87,7 @@ class ExtractConfig:
     cpu_amp: bool = False  # bf16 on CPU too: ~1.6x faster with AVX512-BF16, ~0.3% feature error
     min_frames: int = 8  # fewer frames than segments repeats frames: report it as a failure
     rows_per_shard: int = 64  # a crash loses at most this many videos of work
+    allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
 
     def validate(self) -> None:
         def bad(key: str, msg: str) -> ConfigError:
@@ -399,7 +400,8 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
 def _load_records(cfg: ExtractConfig) -> list[VideoRecord]:
     # Files are checked per video at decode time, so a missing file is a failure row rather
     # than a reason to stop; other manifest problems (labels, ids) stop the run.
-    records, errors = parse_manifest(cfg.manifest, check_files=False)
+    records, errors = parse_manifest(cfg.manifest, check_files=False,
+                                     allow_outside_root=cfg.allow_outside_root)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ManifestError(errors[0] + more)

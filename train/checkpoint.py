@@ -27,9 +27,14 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(tmp), metadata={"format": FORMAT,
-                                           **{k: json.dumps(v) for k, v in meta.items()}})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT,
+                                               **{k: json.dumps(v) for k, v in meta.items()}})
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:  # e.g. a full disk: name the file, no temporary
+        tmp.unlink(missing_ok=True)
+        raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or str(e),
+                      str(path)) from None
 
 
 def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

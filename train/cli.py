@@ -22,8 +22,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_stage_config(TrainConfig, "train", args.config, args.overrides)
     try:
         results = train_all(cfg, args.config)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        log.error("train: %s", e)
+    except (OSError, ValueError, KeyError) as e:  # OSError: e.g. a full disk
+        where = "" if not isinstance(e, OSError) or e.filename else f" (writing under {cfg.runs_dir})"
+        log.error("train: %s%s", e, where)
         return 1
     for r in results:
         val = r.get("val/mAP")

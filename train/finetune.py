@@ -66,7 +66,7 @@ STATE_NAME = "state.pt"
 FORMAT = "cprclip-finetune-1"
 # Keys that change how fast a run goes, never its weights: left out of the fingerprint, so a
 # checkpoint trained on a GPU box counts as up to date on a laptop.
-NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir")
+NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "threads")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class FinetuneConfig:
     workers: int = 2  # data-loader processes (decode + crop) per training process
     device: str = "auto"  # auto: cuda (LOCAL_RANK) when present, else cpu
     amp: bool = True  # mixed precision on CUDA (bf16 when supported, else fp16 + GradScaler)
+    cpu_amp: bool = False  # bf16 autocast on CPU: ~1.3-2x faster where AVX512-BF16/AMX exist
+    threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
     val_every: int = 1  # validate every N epochs (and always after the last)
 
     def validate(self) -> None:
@@ -145,8 +147,8 @@ class FinetuneConfig:
             raise bad("warmup_epochs", f"{self.warmup_epochs} must be in [0, epochs)")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise bad("dropout", f"{self.dropout} must be in [0, 1)")
-        if self.workers < 0:
-            raise bad("workers", f"{self.workers} must be >= 0")
+        if self.workers < 0 or self.threads < 0:
+            raise bad("workers", "workers and threads must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise bad("device", f"{self.device!r} is not auto, cpu, cuda or cuda:N")
 
@@ -751,6 +753,8 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
     amp_dtype = None
     if cfg.amp and cuda:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif cfg.cpu_amp and not cuda:
+        amp_dtype = torch.bfloat16
     inner = SegmentClassifier(model, cfg.segments)
     if dist_.world > 1 and cfg.sync_bn:
         if cuda:
@@ -793,9 +797,12 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
     cache_dir = None
     if cfg.cache == "disk":
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.runs_dir) / "finetune" / "cache"
-    source = FrameSource(modality, cfg.short_side, cfg.decoder, cache_dir)
-    train_ds = ClipDataset(train_recs, cfg, modality, True, source)
-    val_ds = ClipDataset(val_recs[dist_.rank::dist_.world], cfg, modality, False, source)
+    # Only training clips come from the cache: validation reads T x L frames per video a few
+    # times, which costs less than caching every frame of it.
+    train_ds = ClipDataset(train_recs, cfg, modality, True,
+                           FrameSource(modality, cfg.short_side, cfg.decoder, cache_dir))
+    val_ds = ClipDataset(val_recs[dist_.rank::dist_.world], cfg, modality, False,
+                         FrameSource(modality, cfg.short_side, cfg.decoder, None))
     sampler = torch.utils.data.distributed.DistributedSampler(
         train_ds, num_replicas=dist_.world, rank=dist_.rank, shuffle=True, seed=cfg.seed,
         drop_last=True)
@@ -935,6 +942,8 @@ def run_finetune(cfg: FinetuneConfig, stop_after_epoch: int | None = None) -> li
     from pipeline.manifest import load_manifest, manifest_hash
 
     cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     dist_ = init_distributed(device)
     try:

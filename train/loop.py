@@ -165,8 +165,12 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(path)
+    except OSError as e:  # e.g. a full disk: name the file, leave no temporary
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _validate(model: VideoHead, val: FeatureRows, text: TextBank | None,

@@ -1,4 +1,4 @@
-"""Issue 7 part 1, environment: the disk fills up while extract writes. Simulated with a real
+"""Issue 7 part 1, environment: the disk fills up while extract or train writes. Simulated with a real
 size-limited file system (a small tmpfs, mounted here as root; skipped where mount is not
 permitted). Outcome: one line naming the file and "No space left on device"; no file that looks
 complete; every shard closed before the disk filled survives and a rerun completes the work."""
@@ -63,3 +63,30 @@ def test_disk_full_during_extract(tmp_path, small_fs, capsys):
     got = read_features(out)
     assert list(got.video_id) == list(ref.video_id)
     np.testing.assert_allclose(got.features, ref.features, rtol=1e-4, atol=1e-5)
+
+
+def test_disk_full_during_train(tmp_path, small_fs, capsys):
+    """runs_dir on the full tmpfs: train stops with one line; no checkpoint that looks
+    finished, no temporaries; after space is freed, resume=true finishes the run."""
+    from test_interrupt import _features
+
+    _features(tmp_path / "features")
+    cfg = write_config(tmp_path)
+    runs = small_fs / "runs"
+    base = ["--config", str(cfg), "backbone=toy", "segments=4", "modalities=rgb",
+            "models=cpr_clip_plus", "epochs=4", "text_encoder=test_hash",
+            "imagine_per_epoch=16", "batch_size=16", "val_every=2", "hidden_dim=16",
+            "device=cpu", f"runs_dir={runs}", f"text_cache_dir={tmp_path / 'cache'}"]
+    filler = small_fs / "filler"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 24 * 1024))
+    rc = main(["train", *base])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"train: [Errno 28] No space left on device: '{runs / 'cpr_clip_plus'}/" in err, err
+    no_traceback(err)
+    run = runs / "cpr_clip_plus"
+    assert not (run / "checkpoint.safetensors").exists()
+    assert not [f for f in run.rglob("*") if f.name.endswith(".tmp")]
+    filler.unlink()
+    assert main(["train", *base, "resume=true"]) == 0
+    assert (run / "checkpoint.safetensors").exists()

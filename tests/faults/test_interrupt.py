@@ -26,8 +26,23 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", CPRCLIP_NO_PROGRESS="1", PYTHONPATH=
 
 
 def _start(args: list[str]) -> subprocess.Popen:
+    # A session of its own, so the test can see (and clean up) any process the run forked.
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _orphans(p: subprocess.Popen) -> bool:
+    """True when processes of the killed run's group are still alive after 2 s (killed then)."""
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    return True
 
 
 def _kill_when(p: subprocess.Popen, ready, timeout: float = 120) -> None:
@@ -72,6 +87,7 @@ def test_flow_sigkill_then_rerun(tmp_path):
     for f in done:
         assert _flow_frames(f).shape[0] == 23, f
     assert all(r.flow is None for r in load_manifest(m))  # the manifest is untouched
+    assert not _orphans(p), "the killed flow run left worker processes running"
 
     assert main(["flow", "--config", str(cfg), *flow_args]) == 0
     assert not list(flow_dir.glob(".*.tmp"))  # the killed run's temporary is cleaned up
@@ -128,6 +144,7 @@ def test_train_sigkill_then_resume(tmp_path):
     p = _start(["train", *base, "run_name=killed"])
     _kill_when(p, lambda: epochs_done() >= k)
     assert not (run / "checkpoint.safetensors").exists()  # nothing that looks finished
+    assert not _orphans(p)
     assert not json.loads((run / "config.json").read_text()).get("finished")
 
     assert main(["train", *base, "run_name=killed", "resume=true"]) == 0

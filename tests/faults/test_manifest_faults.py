@@ -108,8 +108,13 @@ def test_manifest_paths_cannot_leave_the_dataset_folder(tmp_path, log_text):
     cfg = write_config(tmp_path, m)
     assert main(["extract", "--config", str(cfg), *TINY_EXTRACT, "modalities=rgb"]) == 2
     assert not (tmp_path / "features" / "tiny" / "tsn_r18-rgb-4seg.h5").exists()
-    # The option allows it where a user means it.
+    # The option allows it where a user means it (the flow row points at a folder, which
+    # only fails when the flow is read).
     assert main(["manifest", "check", "--allow-outside-root", str(m)]) == 0
+    assert main(["extract", "--config", str(cfg), *TINY_EXTRACT, "modalities=rgb",
+                 "allow_outside_root=true"]) == 0
+    fs = read_features(tmp_path / "features" / "tiny" / "tsn_r18-rgb-4seg.h5")
+    assert sorted(fs.video_id) == ["abs", "fl", "link", "ok", "up"]
 
 
 def test_missing_flow_folder_is_a_failure_row_and_the_run_goes_on(tmp_path, log_text):
