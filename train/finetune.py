@@ -420,21 +420,20 @@ class ClipDataset(torch.utils.data.Dataset):
                  source: FrameSource):
         self.records, self.cfg, self.modality, self.train = records, cfg, modality, train
         self.source = source
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        """``key``: an index, or ``(epoch, index)`` from :class:`EpochSampler` (the epoch picks
+        the augmentation, so persistent workers need no state from the main process)."""
         from extract.sampling import segment_indices
         from extract.transforms import center_crop, stack_flow
 
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         cfg, rec = self.cfg, self.records[i]
         T, L = cfg.segments, clip_len(self.modality)
-        rng = np.random.default_rng((cfg.seed, self.epoch, i))
+        rng = np.random.default_rng((cfg.seed, epoch, i))
         mode = "train" if self.train else "test"
         frames = self.source.frames(
             rec, lambda n: segment_indices(n, T, L, mode, rng).reshape(-1))  # (T*L, H, W, c)
@@ -450,6 +449,26 @@ class ClipDataset(torch.utils.data.Dataset):
         else:
             clip = np.ascontiguousarray(frames)  # (T, S, S, 3)
         return torch.from_numpy(clip), int(rec.labels[0]), i
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A DistributedSampler whose items are ``(epoch, index)``: epoch order from
+    ``seed + epoch``, this rank's share ``rank::world`` of it, last partial batch dropped."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.inner = torch.utils.data.distributed.DistributedSampler(
+            range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 def _worker_init(_: int) -> None:
@@ -803,12 +822,13 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
                            FrameSource(modality, cfg.short_side, cfg.decoder, cache_dir))
     val_ds = ClipDataset(val_recs[dist_.rank::dist_.world], cfg, modality, False,
                          FrameSource(modality, cfg.short_side, cfg.decoder, None))
-    sampler = torch.utils.data.distributed.DistributedSampler(
-        train_ds, num_replicas=dist_.world, rank=dist_.rank, shuffle=True, seed=cfg.seed,
-        drop_last=True)
+    sampler = EpochSampler(len(train_ds), cfg.seed, dist_.rank, dist_.world)
+    # Workers stay up between epochs; their seeds come from a private generator, so they never
+    # consume the global torch RNG (dropout), which a resumed run restores from the state.
     loader_kw = dict(num_workers=cfg.workers, pin_memory=cuda,
                      worker_init_fn=_worker_init if cfg.workers else None,
-                     persistent_workers=False)
+                     persistent_workers=cfg.workers > 0,
+                     generator=torch.Generator().manual_seed(cfg.seed))
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,
                                                drop_last=True, **loader_kw)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=per_rank, shuffle=False,
@@ -843,7 +863,6 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
         net.train()
         apply_bn_mode(net, cfg.bn)
         loss_sum, correct, seen = 0.0, 0.0, 0.0

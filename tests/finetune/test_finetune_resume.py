@@ -52,11 +52,11 @@ def test_disk_cache_gives_the_same_clips_as_direct_decoding(tiny_manifest, tmp_p
             direct = ClipDataset(recs, cfg, modality, train, FrameSource(modality, 48, "decord", None))
             cached = ClipDataset(recs, cfg, modality, train,
                                  FrameSource(modality, 48, "decord", tmp_path / "cache"))
-            for ds in (direct, cached):
-                ds.set_epoch(2)
             for i in range(len(recs)):
                 for _ in range(2):  # the second read comes from the .npy cache
-                    x, y, j = cached[i]
-                    x0, y0, _ = direct[i]
+                    x, y, j = cached[(2, i)]
+                    x0, y0, _ = direct[(2, i)]
                     assert x.dtype == torch.uint8 and x.shape == (4, 32, 32, 3 if modality == "rgb" else 10)
                     assert torch.equal(x, x0) and y == y0 == recs[i].labels[0] and j == i
+            if train:  # another epoch, another augmentation
+                assert not torch.equal(cached[(3, 0)][0], cached[(2, 0)][0])
