@@ -64,9 +64,11 @@ CACHES = ("disk", "none")
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_NAME = "state.pt"
 FORMAT = "cprclip-finetune-1"
-# Keys that change how fast a run goes, never its weights: left out of the fingerprint, so a
-# checkpoint trained on a GPU box counts as up to date on a laptop.
-NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "threads")
+# Keys that change how fast a run goes or where files live, never the weights: left out of the
+# fingerprint, so a checkpoint trained on a GPU box counts as up to date on a laptop, and a
+# moved project is not retrained (the manifest's *content* is fingerprinted by its sha256).
+NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "threads", "manifest",
+                     "runs_dir")
 
 
 @dataclass(frozen=True)

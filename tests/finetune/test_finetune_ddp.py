@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from pipeline.config import load_stage_config
 from train.finetune import FinetuneConfig, run_finetune
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = dict(backbone="tsn_r18", segments=4, short_side=48, crop_size=32, epochs=2,
             batch_size=4, lr=0.02, workers=0, bn="frozen", dropout=0.0, modality="rgb",
-            clip_grad=1.0)
+            clip_grad=1.0, warmup_epochs=0, cpu_amp="false")
 
 
 def test_two_gloo_processes_match_one_process(tiny_manifest, tmp_path):
@@ -36,14 +37,13 @@ def test_two_gloo_processes_match_one_process(tiny_manifest, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "2 process(es)" in p.stderr  # both ranks joined the group
 
-    kw = {k: v for k, v in KEYS.items() if k != "modality"}
-    single = run_finetune(FinetuneConfig(manifest=str(tiny_manifest), runs_dir=str(tmp_path / "one"),
-                                         modality=("rgb",), **kw))[0]
+    # the same config file and overrides, in this process
+    cfg = load_stage_config(FinetuneConfig, "finetune", ROOT / "configs/synthetic.toml",
+                            [f"manifest={tiny_manifest}", f"runs_dir={tmp_path / 'one'}", *overrides])
+    single = run_finetune(cfg)[0]
     a = load_file(str(single.checkpoint))
     b = load_file(str(tmp_path / "ddp" / "finetune" / "tsn_r18-rgb" / "checkpoint.safetensors"))
     assert a.keys() == b.keys()
-    moved = 0
-    init = None
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     from extract.backbones import build_recognizer
