@@ -35,14 +35,15 @@ def speed(args: argparse.Namespace) -> None:
     cuda = device.type == "cuda"
     model = build_recognizer(args.backbone, args.modality, num_segments=args.segments)
     net = SegmentClassifier(model, args.segments).to(device)
-    if cuda:
+    cl = cuda or args.channels_last
+    if cl:
         net.to(memory_format=torch.channels_last)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     c = 10 if args.modality == "flow" else 3
     n = args.batch * args.segments
     x = torch.randn(n, c, args.crop, args.crop, device=device)
-    if cuda:
+    if cl:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 14, (args.batch,), device=device)
     dtype = None
@@ -134,6 +135,7 @@ def main() -> None:
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--device", default="cpu")
     s.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast (fp16 on CUDA without bf16)")
+    s.add_argument("--channels-last", action="store_true", help="NHWC layout (always on CUDA)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     pr = sub.add_parser("probe", help="linear probe of feature files")
     pr.add_argument("files", nargs="+")
