@@ -34,6 +34,10 @@ def main(args: argparse.Namespace) -> int:
     except EvalError as e:
         log.error("%s", e)
         return 1
+    except OSError as e:  # e.g. a full disk while writing the report: the message names the file
+        where = "" if e.filename else f" (writing under {cfg.report_dir})"
+        log.error("eval: %s%s", e, where)
+        return 1
     if entries:
         sys.stdout.write("\n" + format_tables(entries))
         sys.stdout.write(f"\nReport: {cfg.report_dir}/report.html (and report.md)\n")

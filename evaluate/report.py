@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -194,8 +195,7 @@ def plot_per_class_ap(entries: list[Entry], out: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(n, 3), frameon=False)
     fig.tight_layout()
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    _save_png(fig, out, bbox_inches="tight")
     return out
 
 
@@ -222,8 +222,7 @@ def plot_pr_curves(entries: list[Entry], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save_png(fig, out)
     return out
 
 
@@ -259,8 +258,7 @@ def plot_pr_per_class(entry: Entry, out: Path) -> Path:
     fig.suptitle(f"Per-class precision–recall (test, per video): {entry.label}\n"
                  "dotted line: share of test clips with the class (chance)", fontsize=13)
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save_png(fig, out)
     return out
 
 
@@ -292,8 +290,7 @@ def plot_cooccurrence(entry: Entry, out: Path) -> Path:
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.set_label("share of clips with the true error")
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save_png(fig, out)
     return out
 
 
@@ -318,8 +315,7 @@ def plot_map_by_errors(entries: list[Entry], out: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    _save_png(fig, out, bbox_inches="tight")
     return out
 
 
@@ -455,7 +451,26 @@ def _view_table(entries: list[Entry]) -> tuple[list[str], list[list[str]]] | Non
     return header, rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _save_png(fig, out: Path, **kw) -> None:
+    """Render ``fig`` as PNG in memory, close it, and write ``out`` atomically."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **kw)
+    finally:
+        plt.close(fig)
+    _atomic_write(out, buf.getvalue())
+
+
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    """tmp + rename: ``path`` is complete or absent. A failed write (e.g. a full disk) removes
+    the temporary and raises ``OSError`` naming ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None

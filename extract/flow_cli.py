@@ -5,12 +5,15 @@
 For each row whose ``flow`` column is empty (or points to a missing file) it computes flow with
 :func:`extract.flow.compute_flow_video` into ``<flow_dir>/<video_id>.mp4`` (atomically; existing
 files are reused, so a rerun does no work), in a process pool, and then rewrites the manifest's
-``flow`` column. Videos that fail are logged and listed; exit code 1 if any failed.
+``flow`` column. Videos that fail are logged and listed; exit code 1 if any failed. A full
+disk stops the run with one line naming the file (exit 2); finished flow videos are kept.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -50,15 +53,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
 
 
+class FlowWriteError(RuntimeError):
+    """The disk is full (or over quota): the run stops; the message names the file."""
+
+
+# errnos that no other video would escape either: stop the run instead of failing every video
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _one(video_id: str, src: str, dst: str, method: str, short_side: int, bound: float,
-         preset: str) -> tuple[str, str, int, str]:
+         preset: str) -> tuple[str, str, int, str, str]:
+    """(video_id, dst, flow frames, error or "", the OS's reason when the disk is full)."""
     from extract.flow import compute_flow_video
 
     try:
         n = compute_flow_video(src, dst, method, short_side or None, bound, preset)
-        return video_id, dst, n, ""
+        return video_id, dst, n, "", ""
     except Exception as e:  # noqa: BLE001 - reported per video, the run goes on
-        return video_id, dst, 0, str(e).splitlines()[0] if str(e) else type(e).__name__
+        full = ""
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            full = e.strerror or os.strerror(e.errno)
+        return video_id, dst, 0, str(e).splitlines()[0] if str(e) else type(e).__name__, full
 
 
 def _die_with_parent() -> None:
@@ -84,7 +99,10 @@ def _init_worker() -> None:
 
 
 def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
-    """Returns (computed, reused, already set, [(video_id, reason) failed])."""
+    """Returns (computed, reused, already set, [(video_id, reason) failed]).
+
+    Raises :class:`FlowWriteError` when the disk fills up: the flow videos finished before are
+    kept (and recorded in the manifest), the one being written is removed, a rerun goes on."""
     from pipeline.log import progress
     from pipeline.manifest import ManifestError, parse_manifest, with_flow, write_manifest
 
@@ -122,7 +140,9 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
                                 cfg.preset) for vid, src, dst in jobs]
             try:
                 for fut in progress(as_completed(futs), desc="flow", total=len(futs), unit="video"):
-                    vid, dst, n, err = fut.result()
+                    vid, dst, n, err, full = fut.result()
+                    if full:  # every other video would fail the same way: stop, one line
+                        raise FlowWriteError(f"{dst}: cannot write ({full})")
                     if err:
                         log.error("flow: %s: %s", vid, err)
                         failed.append((vid, err))
@@ -152,6 +172,9 @@ def main(args: argparse.Namespace) -> int:
     except ManifestError as e:
         log.error("%s", e)
         return 2
+    except (FlowWriteError, OSError) as e:  # OSError: e.g. the manifest cannot be rewritten
+        log.error("flow: %s", e)
+        return 2
     text = (f"flow: {computed} computed, {reused} reused from {cfg.flow_dir or 'flow/'}, "
             f"{had} already in the manifest, {len(failed)} failed")
     (log.warning if failed else log.info)("summary: %s", text)
@@ -159,4 +182,4 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["FlowConfig", "run", "main", "add_arguments"]
+__all__ = ["FlowConfig", "FlowWriteError", "run", "main", "add_arguments"]

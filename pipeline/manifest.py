@@ -176,14 +176,18 @@ def write_manifest(path: str | Path, records: Iterable[VideoRecord]) -> None:
     path = Path(path)
     base = path.parent.resolve()
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for r in records:
-            rel = lambda p: os.path.relpath(Path(p).resolve(), base) if p else ""  # noqa: E731
-            w.writerow([r.video_id, rel(r.path), r.take_id, r.view, r.participant, r.split,
-                        format_labels(r.labels), rel(r.flow)])
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for r in records:
+                rel = lambda p: os.path.relpath(Path(p).resolve(), base) if p else ""  # noqa: E731
+                w.writerow([r.video_id, rel(r.path), r.take_id, r.view, r.participant, r.split,
+                            format_labels(r.labels), rel(r.flow)])
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: the old manifest stays, no temporary, name the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def with_flow(records: list[VideoRecord], flows: dict[str, Path]) -> list[VideoRecord]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -393,11 +394,14 @@ class FrameSource:
         with self._open(rec) as r:
             frames = r.get(np.arange(r.num_frames), self.short)
         if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, frames)
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            np.save(buf, frames)
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, buf.getbuffer())
+            except OSError as e:  # e.g. a full disk: train on without the cache
+                log.warning("cannot write the frame cache (%s); decoding without it", e)
+                self.cache_dir = None
         return frames
 
     def frames(self, rec, indices_fn) -> np.ndarray:
@@ -564,20 +568,33 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, str]:
         return {}
 
 
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to a hidden pid-named temporary with plain file I/O and rename it to
+    ``path``, so the file is complete or absent. A failed write (e.g. a full disk) removes the
+    temporary and raises ``OSError`` naming ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """The recognizer's state_dict as safetensors with string metadata; tmp + rename."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    os.replace(tmp, path)
+    write_atomic(path, save(tensors, metadata={k: str(v) for k, v in meta.items()}))
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # Serialised in memory: torch's zip writer reports a full disk as an opaque RuntimeError.
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(path, buf.getbuffer())
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
@@ -616,10 +633,10 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -842,15 +859,16 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
     if dist_.main:
         from torch.utils.tensorboard import SummaryWriter
 
-        (out / "config.json").write_text(json.dumps(
+        write_atomic(out / "config.json", json.dumps(
             {"config": to_dict(cfg), "modality": modality, "manifest_sha256": manifest_sha,
              "init": init_desc, "fingerprint": fp, "code_version": code_version()},
-            indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+            indent=2, sort_keys=True, default=str) + "\n")
         kept = []
         if start_epoch and metrics_path.exists():
             kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("epoch", 0) <= start_epoch]
-        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        metrics_text = "".join(line + "\n" for line in kept)
+        write_atomic(metrics_path, metrics_text)
         if not start_epoch and (out / "tb").is_dir():
             import shutil
 
@@ -909,8 +927,9 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
         row["time_s"] = round(secs, 2)
         row["train/images_per_s"] = seen * cfg.segments / max(secs, 1e-9)
         if dist_.main:
-            with metrics_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+            # rewritten whole (a few lines), so a full disk never leaves half a line
+            metrics_text += json.dumps(row, sort_keys=True) + "\n"
+            write_atomic(metrics_path, metrics_text)
             for k, v in row.items():
                 if "/" in k:
                     writer.add_scalar(k, v, (epoch + 1) * steps)
@@ -939,9 +958,9 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
         title = (f"{cfg.backbone}-{modality} val: top-1 {val['top1']:.3f}, mean class acc "
                  f"{val['mean_class_acc']:.3f} ({int(cm.sum())} videos)")
         plot_confusion(cm, out / "confusion.png", title)
-        (out / "confusion.json").write_text(json.dumps(
+        write_atomic(out / "confusion.json", json.dumps(
             {"classes": list(CLASSES), "rows": "true class", "columns": "predicted class",
-             "matrix": cm.tolist(), **val}, indent=1) + "\n", encoding="utf-8")
+             "matrix": cm.tolist(), **val}, indent=1) + "\n")
         save_checkpoint(inner.model, ckpt, {
             "format": FORMAT, "backbone": cfg.backbone, "modality": modality,
             "segments": cfg.segments, "num_classes": NUM_CLASSES, "config": to_json(cfg),

@@ -7,7 +7,8 @@ Keys are those of :class:`train.finetune.FinetuneConfig` (``[finetune]`` in the 
 ``<runs_dir>/finetune/<backbone>-<modality>/checkpoint.safetensors`` per stream, which
 ``cprclip extract`` (``checkpoint = "auto"``) then uses. A rerun with the same config, manifest
 and init does nothing; an interrupted run resumes from its last finished epoch.
-Exit code 0 on success, 2 for a config, manifest, checkpoint or video problem.
+Exit code 0 on success, 2 for a config, manifest, checkpoint or video problem, or a write that
+failed (e.g. a full disk: one line naming the file; a rerun resumes from the last saved epoch).
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def main(args: argparse.Namespace) -> int:
         results = run_finetune(cfg, stop_after_epoch=args.stop_after_epoch)
     except (ManifestError, WeightsError, DecodeError) as e:
         log.error("%s", e)
+        return 2
+    except OSError as e:  # e.g. a full disk: the message names the file; rerun to resume
+        where = "" if e.filename else f" (writing under {cfg.runs_dir})"
+        log.error("finetune: %s%s", e, where)
         return 2
     if int(os.environ.get("RANK", 0)) == 0:
         for r in results:

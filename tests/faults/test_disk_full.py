@@ -1,31 +1,70 @@
-"""Issue 7 part 1, environment: the disk fills up while extract or train writes. Simulated with a real
-size-limited file system (a small tmpfs, mounted here as root; skipped where mount is not
-permitted). Outcome: one line naming the file and "No space left on device"; no file that looks
-complete; every shard closed before the disk filled survives and a rerun completes the work."""
+"""Issue 7 part 1, environment: the disk fills up while extract, flow, finetune, train or eval
+writes. Simulated with a real size-limited file system (a small tmpfs, mounted here as root;
+skipped where mount is not permitted). Outcome: one line naming the file and "No space left on
+device"; no file that looks complete; everything finished before the disk filled survives and a
+rerun completes the work."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fault_media import TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
+from fault_media import ROOT, TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
 from pipeline.cli import main
 from pipeline.features import read_features, shard_dir
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+def tmpfs(tmp_path):
+    """``tmpfs(size, at=None)`` mounts a tmpfs of ``size`` ("1m", "200m") at ``at`` (default: a
+    new folder in tmp_path) and returns its folder; unmounted after the test. Skips the test
+    where mount is not permitted."""
+    mounted = []
+
+    def mount(size: str, at: Path | None = None) -> Path:
+        mnt = at or tmp_path / f"small{len(mounted)}"
+        mnt.mkdir(parents=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+        mounted.append(mnt)
+        return mnt
+
     try:
-        yield mnt
+        yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        for mnt in mounted:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmpfs):
+    return tmpfs("1m")
+
+
+def fill(mnt: Path, free: int) -> Path:
+    """A filler file that leaves about ``free`` bytes of ``mnt`` free; delete it for space."""
+    st = os.statvfs(mnt)
+    filler = mnt / "filler"
+    left = st.f_bavail * st.f_frsize - free
+    with filler.open("wb") as f:
+        while left > 0:
+            n = min(left, 1 << 24)
+            f.write(b"\0" * n)
+            left -= n
+    return filler
+
+
+def one_error_line(err: str, text: str = "No space left on device") -> str:
+    """The single stderr line that has ``text``; fails if there are none or several."""
+    lines = [ln for ln in err.splitlines() if text in ln]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
 
 
 def test_disk_full_during_extract(tmp_path, small_fs, capsys):
@@ -90,3 +129,129 @@ def test_disk_full_during_train(tmp_path, small_fs, capsys):
     filler.unlink()
     assert main(["train", *base, "resume=true"]) == 0
     assert (run / "checkpoint.safetensors").exists()
+
+
+def test_disk_full_during_flow(tmp_path, tmpfs, capsys):
+    """flow_dir on the full tmpfs: the run stops at the first video that does not fit, with one
+    line naming it; every flow video with a final name is complete, the one being written is
+    removed, and the manifest names only complete flow videos. After space is freed the rerun
+    reuses them, computes the rest, and the flow equals a reference run's."""
+    from pipeline.manifest import load_manifest
+    from test_interrupt import _flow_frames
+
+    n = 8
+    for name in ("ref", "run"):
+        for i in range(n):
+            good(tmp_path / name / "videos" / f"v{i}.mp4", seed=i, n=24)
+        write_manifest(tmp_path / name / "manifest.csv",
+                       [row(f"v{i}", f"videos/v{i}.mp4") for i in range(n)])
+    ref_m = tmp_path / "ref" / "manifest.csv"
+    flow_args = ["method=farneback", "short_side=32", "workers=1"]
+    assert main(["flow", "--config", str(write_config(tmp_path / "ref", ref_m)), *flow_args]) == 0
+    capsys.readouterr()
+
+    m = tmp_path / "run" / "manifest.csv"
+    cfg = write_config(tmp_path / "run", m)
+    disk = tmpfs("1m", at=tmp_path / "run" / "disk")  # inside the dataset folder
+    flow_dir = disk / "flow"
+    args = ["flow", "--config", str(cfg), *flow_args, f"flow_dir={flow_dir}"]
+    filler = fill(disk, 40 * 1024)  # room for ~3 flow videos of ~12 kB
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = one_error_line(err)
+    assert f"flow: {flow_dir}/v" in line and ".mp4: cannot write (No space left on device)" \
+        in line, line
+    no_traceback(err)
+    assert not list(flow_dir.rglob("*.tmp"))
+    assert not Path(line.split("flow: ", 1)[1].split(": cannot write")[0]).exists()
+    done = sorted(flow_dir.glob("v*.mp4"))
+    assert 1 <= len(done) < n
+    for f in done:  # whatever has a final name is complete: all 23 flow frames
+        assert _flow_frames(f).shape[0] == 23, f
+    # The manifest names exactly the complete flow videos (nothing computed is lost).
+    assert {r.video_id: r.flow for r in load_manifest(m) if r.flow} == \
+        {f.stem: f for f in done}
+
+    filler.unlink()  # space again: the rerun computes the rest and equals the reference
+    assert main(args) == 0
+    assert f"{n - len(done)} computed" in capsys.readouterr().out
+    got = {r.video_id: r.flow for r in load_manifest(m)}
+    for r in load_manifest(ref_m):
+        np.testing.assert_array_equal(_flow_frames(got[r.video_id]), _flow_frames(r.flow))
+
+
+def test_disk_full_during_finetune(tmp_path, tmpfs, capsys):
+    """runs_dir on a tmpfs with room for one training state (tsn_r18: ~90 MB) but not two: the
+    state of epoch 2 does not fit. One line names the file; no checkpoint, no temporaries; the
+    state of epoch 1 survives and, after space is freed, a rerun resumes from it and finishes."""
+    import sys
+
+    import torch
+
+    if str(ROOT / "tests" / "finetune") not in sys.path:  # its helpers, not copies of them
+        sys.path.insert(0, str(ROOT / "tests" / "finetune"))
+    from finetune_helpers import make_dataset
+    from test_finetune_cli import TINY
+
+    manifest = make_dataset(tmp_path / "data")
+    disk = tmpfs("200m")
+    runs = disk / "runs"
+    run = runs / "finetune" / "tsn_r18-rgb"
+    args = ["finetune", "--config", "configs/synthetic.toml", f"manifest={manifest}",
+            f"runs_dir={runs}", "modality=rgb", *TINY]
+    filler = fill(disk, 150 << 20)
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = one_error_line(err)
+    assert f"finetune: [Errno 28] No space left on device: '{run / 'state.pt'}'" in line, line
+    no_traceback(err)
+    assert not (run / "checkpoint.safetensors").exists()  # nothing that looks finished
+    assert not [f for f in runs.rglob("*") if f.name.endswith(".tmp")]
+    assert torch.load(run / "state.pt", weights_only=True)["epoch"] == 1  # epoch 1 is kept
+
+    filler.unlink()  # space again: the rerun resumes after epoch 1 and finishes
+    assert main(args) == 0
+    assert f"{run}: resuming after epoch 1 of 2" in capsys.readouterr().err
+    assert (run / "checkpoint.safetensors").is_file()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_disk_full_during_eval_report(tmp_path, tmpfs, capsys):
+    """report_dir on a full tmpfs: eval stops with one line naming the file; every PNG with its
+    final name is complete, no report.md / report.html, no temporaries; after space is freed the
+    rerun writes the whole report."""
+    from test_interrupt import _features
+
+    _features(tmp_path / "features")
+    cfg = write_config(tmp_path)
+    assert main(["train", "--config", str(cfg), "backbone=toy", "segments=4", "modalities=rgb",
+                 "models=cpr_clip_plus", "epochs=2", "text_encoder=test_hash",
+                 "imagine_per_epoch=16", "batch_size=16", "val_every=2", "hidden_dim=16",
+                 "device=cpu", f"text_cache_dir={tmp_path / 'cache'}"]) == 0
+    disk = tmpfs("4m")
+    report = disk / "report"
+    args = ["eval", "--config", str(cfg), f"report_dir={report}"]
+    filler = fill(disk, 100 * 1024)  # the report is ~1 MB: 6 PNGs of 25-100 kB, HTML ~0.5 MB
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    line = one_error_line(err)
+    assert f"eval: [Errno 28] No space left on device: '{report}/" in line, line
+    no_traceback(err)
+    assert not (report / "report.md").exists() and not (report / "report.html").exists()
+    assert not list(report.glob("*.tmp"))
+    assert not Path(line.rsplit("'", 2)[1]).exists()  # the file being written is gone
+    pngs = sorted(report.glob("*.png"))
+    assert 1 <= len(pngs) < 6, pngs
+    for p in pngs:  # a PNG with its final name is whole: it ends with the IEND chunk
+        assert p.read_bytes().endswith(b"IEND\xaeB`\x82"), p
+
+    filler.unlink()  # space again: the rerun writes the report
+    assert main(args) == 0
+    assert (report / "report.md").is_file()
+    assert "</html>" in (report / "report.html").read_text()
+    assert len(list(report.glob("*.png"))) == 6
