@@ -298,10 +298,10 @@ def _feature_attrs(run) -> dict[str, dict]:
 def _decoder(attrs_by_mod: dict[str, dict]) -> str:
     for attrs in attrs_by_mod.values():
         try:
-            return json.loads(attrs.get("config_json", "{}")).get("decoder", "decord")
+            return json.loads(attrs.get("config_json", "{}")).get("decoder", "auto")
         except ValueError:
             pass
-    return "decord"
+    return "auto"
 
 
 def check_readable(path: Path, decoder: str = "decord") -> None:

@@ -78,7 +78,7 @@ class ExtractConfig:
     short_side: int = 256  # TSN test recipe: short side 256 ...
     crop: str = "center"  # ... then one centre crop (three/ten/multiscale cost 3-10x)
     crop_size: int = 224  # ... of 224, the ImageNet input size of the backbone
-    decoder: str = "decord"  # fastest random access here; pyav when decord misbehaves
+    decoder: str = "auto"  # auto: decord (fast seeks) for short videos, pyav for long ones (bounded memory)
     checkpoint: str = "auto"  # auto: runs/finetune/<backbone>-<modality>/ if present; none; PATH
     batch_videos: int = 8  # B videos per forward: 8 x 8 frames keeps a GPU busy, CPU RAM small
     workers: int = 2  # decode processes; decoding costs more than the model on 4K
@@ -105,8 +105,8 @@ class ExtractConfig:
                                         f"{', '.join(BACKBONES[self.backbone].modalities)}")
         if self.crop not in CROPS:
             raise bad("crop", f"{self.crop!r} is not one of {', '.join(CROPS)}")
-        if self.decoder not in DECODERS:
-            raise bad("decoder", f"{self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.decoder != "auto" and self.decoder not in DECODERS:
+            raise bad("decoder", f"{self.decoder!r} is not one of auto, {', '.join(DECODERS)}")
         for key in ("segments", "batch_videos", "rows_per_shard", "short_side", "crop_size"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")

@@ -101,7 +101,7 @@ class FinetuneConfig:
     dropout: float | None = None  # head dropout; None keeps the backbone's (TSN 0.4, TSM 0.5)
     init_checkpoint: str = "none"  # mmaction2/torchvision/safetensors file; none = seeded random
     flow_init: str = "same"  # flow starts from: same = init_checkpoint | rgb = the finetuned RGB
-    decoder: str = "decord"  # as extraction
+    decoder: str = "auto"  # as extraction
     cache: str = "disk"  # disk: decode each video once into uint8 .npy under cache_dir | none
     cache_dir: str = ""  # "" = <runs_dir>/finetune/cache
     workers: int = 2  # data-loader processes (decode + crop) per training process

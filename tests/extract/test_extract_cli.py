@@ -56,7 +56,7 @@ def test_flow_then_extract_rgb_and_flow(tmp_path, capsys):
         assert np.isfinite(fs.features).all() and fs.features.std() > 0
         a = fs.attrs
         assert a["checkpoint_sha256"] == "random-init" and a["init"] == "random"
-        assert a["decoder"] == "decord" and "segments=8" in a["sampling"]
+        assert a["decoder"] == "auto" and "segments=8" in a["sampling"]
         assert a["sampling"].endswith("out_of_bound=loop") and "center crop_size=32" in a["crops"]
         assert json.loads(a["config_json"])["backbone"] == "tsn_r18" and a["code_version"]
         by_id = {r.video_id: r for r in recs}

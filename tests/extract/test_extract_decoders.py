@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import extract.decoders as decoders
 from extract.decoders import DECODERS, DecodeError, open_video, read_frames, short_side_size
 from extract_helpers import known_frames, write_video
 
@@ -84,6 +85,29 @@ def test_unknown_and_unavailable_decoders_list_choices(lossless_video):
         pass
     with pytest.raises(DecodeError, match="Available: decord, pyav"):
         open_video(path, "torchcodec")
+
+
+def test_auto_picks_decord_for_short_and_pyav_for_long_videos(tmp_path, lossless_video,
+                                                             monkeypatch):
+    path, frames = lossless_video  # 24 frames of 64x36
+    assert decoders.auto_decoder(path) == "decord"
+    with open_video(path, "auto") as r:
+        assert isinstance(r, decoders.DecordReader)
+        np.testing.assert_array_equal(r.get(np.array([3, 20])), frames[[3, 20]])
+    # The limit sits between 23 and 24 frames of this size: the same file is now "long".
+    monkeypatch.setattr(decoders, "AUTO_DECORD_MAX_PIXELS", 23 * 64 * 36)
+    assert decoders.auto_decoder(path) == "pyav"
+    with open_video(path, "auto") as r:
+        assert isinstance(r, decoders.PyAVReader)
+        np.testing.assert_array_equal(r.get(np.array([3, 20])), frames[[3, 20]])
+    # Matroska headers carry no frame count: auto estimates it from duration x rate.
+    mkv = write_video(tmp_path / "v.mkv", frames)
+    assert decoders._probe_length(mkv) == (64, 36, 24)
+    assert decoders.auto_decoder(mkv) == "pyav"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(DecodeError, match="bad.mp4"):
+        open_video(bad, "auto")
 
 
 def test_decord_falls_back_to_pyav_on_its_planar_rgb_bug(tmp_path):

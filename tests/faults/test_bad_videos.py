@@ -88,9 +88,9 @@ def test_bad_video_outcome(bad_run, case):
         assert f"rgb: {case}: " in bad_run["log"]  # one log line per failure
 
 
-@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("decoder", ["decord", "pyav", "auto"])
 def test_decoders_raise_only_decode_error(bad_videos, decoder):
-    """Both decoders: a bad file raises DecodeError naming the file; nothing else escapes."""
+    """Every decoder (and auto): a bad file raises DecodeError naming the file; nothing else escapes."""
     vids = bad_videos
     for case, path in vids.items():
         try:
