@@ -23,8 +23,10 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 25, gop: int = 10,
     return path
 
 
-def known_frames(n: int = 24, h: int = 36, w: int = 64, seed: int = 0) -> np.ndarray:
-    """Frames whose pixels differ per frame: random texture plus a moving bright square."""
+def known_frames(n: int = 24, h: int = 36, w: int = 64, seed: int = 0,
+                 signature: bool = True) -> np.ndarray:
+    """Frames whose pixels differ per frame: random texture plus a moving bright square (and, with
+    ``signature``, a per-frame colour in the top-left pixel)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 200, (h, w, 3), dtype=np.uint8)
     out = np.empty((n, h, w, 3), np.uint8)
@@ -32,7 +34,8 @@ def known_frames(n: int = 24, h: int = 36, w: int = 64, seed: int = 0) -> np.nda
         f = np.roll(base, i, axis=1).copy()
         x = (2 * i) % max(1, w - 10)
         f[h // 3:h // 3 + 10, x:x + 10] = 255
-        f[0, 0] = (i, 255 - i, i * 3 % 256)  # a per-frame signature
+        if signature:
+            f[0, 0] = (i, 255 - i, i * 3 % 256)
         out[i] = f
     return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 from pipeline.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "extract"))
+from extract_helpers import known_frames  # noqa: E402  (the extract tests' frame generator)
 
 HEADER = ["video_id", "path", "take_id", "view", "participant", "split", "labels", "flow"]
 
@@ -20,15 +23,7 @@ def ffmpeg(*args: str, stdin: bytes | None = None) -> None:
 
 def frames(n: int = 24, h: int = 36, w: int = 48, seed: int = 0) -> np.ndarray:
     """(n, h, w, 3) uint8 frames with texture and a moving square (so motion and flow exist)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 200, (h, w, 3), dtype=np.uint8)
-    out = np.empty((n, h, w, 3), np.uint8)
-    for i in range(n):
-        f = np.roll(base, i, axis=1).copy()
-        x = (2 * i) % max(1, w - 10)
-        f[h // 3:h // 3 + 10, x:x + 10] = 255
-        out[i] = f
-    return out
+    return known_frames(n, h, w, seed, signature=False)
 
 
 def encode(path: Path, fr: np.ndarray, fps: float = 25, codec: tuple[str, ...] = (

@@ -137,17 +137,11 @@ def test_disk_full_during_flow(tmp_path, tmpfs, capsys):
     removed, and the manifest names only complete flow videos. After space is freed the rerun
     reuses them, computes the rest, and the flow equals a reference run's."""
     from pipeline.manifest import load_manifest
-    from test_interrupt import _flow_frames
+    from test_interrupt import FLOW_ARGS as flow_args
+    from test_interrupt import _flow_datasets, _flow_frames
 
     n = 8
-    for name in ("ref", "run"):
-        for i in range(n):
-            good(tmp_path / name / "videos" / f"v{i}.mp4", seed=i, n=24)
-        write_manifest(tmp_path / name / "manifest.csv",
-                       [row(f"v{i}", f"videos/v{i}.mp4") for i in range(n)])
-    ref_m = tmp_path / "ref" / "manifest.csv"
-    flow_args = ["method=farneback", "short_side=32", "workers=1"]
-    assert main(["flow", "--config", str(write_config(tmp_path / "ref", ref_m)), *flow_args]) == 0
+    ref_m = _flow_datasets(tmp_path, n)
     capsys.readouterr()
 
     m = tmp_path / "run" / "manifest.csv"

@@ -62,24 +62,32 @@ def _flow_frames(path: Path) -> np.ndarray:
         return r.get(np.arange(r.num_frames))
 
 
-def test_flow_sigkill_then_rerun(tmp_path):
-    rng = np.random.default_rng(7)
-    n = 8
+FLOW_ARGS = ["method=farneback", "short_side=32", "workers=1"]
+
+
+def _flow_datasets(tmp_path, n: int):
+    """Two copies (ref/, run/) of n small videos with manifests; flow computed for ref/.
+    Returns ref/'s manifest."""
     for name in ("ref", "run"):
         for i in range(n):
             good(tmp_path / name / "videos" / f"v{i}.mp4", seed=i, n=24)
         write_manifest(tmp_path / name / "manifest.csv",
                        [row(f"v{i}", f"videos/v{i}.mp4") for i in range(n)])
     ref_m = tmp_path / "ref" / "manifest.csv"
-    cfg = write_config(tmp_path / "ref", ref_m)
-    flow_args = ["method=farneback", "short_side=32", "workers=1"]
-    assert main(["flow", "--config", str(cfg), *flow_args]) == 0
+    assert main(["flow", "--config", str(write_config(tmp_path / "ref", ref_m)), *FLOW_ARGS]) == 0
+    return ref_m
+
+
+def test_flow_sigkill_then_rerun(tmp_path):
+    rng = np.random.default_rng(7)
+    n = 8
+    ref_m = _flow_datasets(tmp_path, n)
 
     m = tmp_path / "run" / "manifest.csv"
     cfg = write_config(tmp_path / "run", m)
     flow_dir = tmp_path / "run" / "flow"
     k = int(rng.integers(1, n - 2))  # kill after k videos are done (seeded)
-    p = _start(["flow", "--config", str(cfg), *flow_args])
+    p = _start(["flow", "--config", str(cfg), *FLOW_ARGS])
     _kill_when(p, lambda: flow_dir.is_dir() and len(list(flow_dir.glob("v*.mp4"))) >= k)
     done = sorted(flow_dir.glob("v*.mp4"))
     assert k <= len(done) < n
@@ -89,7 +97,7 @@ def test_flow_sigkill_then_rerun(tmp_path):
     assert all(r.flow is None for r in load_manifest(m))  # the manifest is untouched
     assert not _orphans(p), "the killed flow run left worker processes running"
 
-    assert main(["flow", "--config", str(cfg), *flow_args]) == 0
+    assert main(["flow", "--config", str(cfg), *FLOW_ARGS]) == 0
     assert not list(flow_dir.glob(".*.tmp"))  # the killed run's temporary is cleaned up
     got = {r.video_id: r.flow for r in load_manifest(m)}
     want = {r.video_id: r.flow for r in load_manifest(ref_m)}
