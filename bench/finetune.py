@@ -4,7 +4,8 @@
     .venv/bin/python bench/finetune.py speed --backbone tsn_r50 --crop 224 --segments 8 \
         --batch 4 --steps 5 [--device cuda --amp]
 
-    # linear probe: logistic regression on mean-pooled (over T) features, train -> val singles
+    # linear probe: logistic regression on mean-pooled (over T) features, train -> val singles;
+    # its L2 strength chosen by cross-validation on train, folds grouped by participant
     .venv/bin/python bench/finetune.py probe features/synthetic/tsn_r18-rgb-8seg.h5 [more.h5]
 
 ``speed`` counts images = videos x segments per second (a flow "image" has 10 channels), the
@@ -94,18 +95,25 @@ def probe(args: argparse.Namespace) -> None:
         results.append(("+".join(str(s.attrs.get("modality")) for s in sets) + " concatenated",
                         joined))
     for name, group in results:
-        acc, mca, n_tr, n_va = linear_probe(group, args.C)
+        acc, mca, n_tr, n_va, c = linear_probe(group, args.C)
         sys.stdout.write(f"{name}: linear probe val top-1 {acc:.3f}, mean class acc {mca:.3f} "
-                         f"({n_tr} train / {n_va} val single-class videos)\n")
+                         f"(C={c:g}; {n_tr} train / {n_va} val single-class videos)\n")
 
 
-def linear_probe(group, C: float = 1.0) -> tuple[float, float, int, int]:
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def linear_probe(group, C: float | None = None) -> tuple[float, float, int, int, float]:
     """Logistic regression on mean-pooled features: train-split singles -> val-split singles.
     ``group``: FeatureSets with the same rows (joined on video_id); their features are
-    concatenated. Returns (top-1, mean class accuracy, n_train, n_val)."""
+    concatenated. ``C`` (inverse L2 strength) None: picked from :data:`C_GRID` by
+    cross-validation on the *train* split, folds grouped by participant (so a fold never sees
+    its own people, as val does); val is touched once. Returns (top-1, mean class accuracy,
+    n_train, n_val, C)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -115,11 +123,18 @@ def linear_probe(group, C: float = 1.0) -> tuple[float, float, int, int]:
     y = first.labels.argmax(1)
     tr = single & (first.split == "train")
     va = single & (first.split == "val")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
-    clf.fit(x[tr], y[tr])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C or 1.0, max_iter=3000))
+    if C is None:
+        people = first.participant[tr]
+        search = GridSearchCV(clf, {"logisticregression__C": list(C_GRID)},
+                              cv=GroupKFold(n_splits=min(4, len(set(people)))))
+        search.fit(x[tr], y[tr], groups=people)
+        clf, C = search.best_estimator_, float(search.best_params_["logisticregression__C"])
+    else:
+        clf.fit(x[tr], y[tr])
     pred = clf.predict(x[va])
     return (float((pred == y[va]).mean()), float(balanced_accuracy_score(y[va], pred)),
-            int(tr.sum()), int(va.sum()))
+            int(tr.sum()), int(va.sum()), float(C))
 
 
 def main() -> None:
@@ -139,7 +154,8 @@ def main() -> None:
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     pr = sub.add_parser("probe", help="linear probe of feature files")
     pr.add_argument("files", nargs="+")
-    pr.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
+    pr.add_argument("--C", type=float, default=None,
+                    help="inverse L2 strength (default: chosen by participant-grouped CV on train)")
     args = p.parse_args()
     speed(args) if args.cmd == "speed" else probe(args)
 

@@ -69,7 +69,7 @@ FORMAT = "cprclip-finetune-1"
 # fingerprint, so a checkpoint trained on a GPU box counts as up to date on a laptop, and a
 # moved project is not retrained (the manifest's *content* is fingerprinted by its sha256).
 NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "threads", "manifest",
-                     "runs_dir")
+                     "runs_dir", "flow_epochs")  # flow_epochs reaches a stream as its `epochs`
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class FinetuneConfig:
     scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # mmaction2 TSN MultiScaleCrop scales
     flip: bool = False  # a mirrored view never occurs with fixed cameras (docs/finetune.md)
     epochs: int = 50  # mmaction2 fine-tunes TSN on UCF/HMDB-sized sets for tens of epochs
+    flow_epochs: int = 0  # epochs of the flow stream; 0 = `epochs` (flow may converge sooner)
     batch_size: int = 32  # global videos per step; each of W processes takes batch_size / W
     lr: float = 0.00125  # mmaction2's 0.01 for batch 256, scaled linearly to batch 32
     momentum: float = 0.9  # mmaction2's TSN SGD
@@ -148,6 +149,9 @@ class FinetuneConfig:
             raise bad("lr", "lr must be > 0; momentum, weight_decay, clip_grad >= 0")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise bad("warmup_epochs", f"{self.warmup_epochs} must be in [0, epochs)")
+        if self.flow_epochs < 0 or 0 < self.flow_epochs <= self.warmup_epochs:
+            raise bad("flow_epochs", f"{self.flow_epochs} must be 0 (= epochs) or more than "
+                                     f"warmup_epochs {self.warmup_epochs}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise bad("dropout", f"{self.dropout} must be in [0, 1)")
         if self.workers < 0 or self.threads < 0:
@@ -974,6 +978,15 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
                         time.time() - t_start, val)
 
 
+def stream_config(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
+    """The config one stream trains with: for flow, ``flow_epochs`` (when set) becomes ``epochs``,
+    so the schedule, the logs, the resume state and the fingerprint all see the stream's own
+    epoch count."""
+    if modality == "flow" and cfg.flow_epochs:
+        return dataclasses.replace(cfg, epochs=cfg.flow_epochs, flow_epochs=0)
+    return dataclasses.replace(cfg, flow_epochs=0)
+
+
 def run_finetune(cfg: FinetuneConfig, stop_after_epoch: int | None = None) -> list[StreamResult]:
     """Fine-tune every stream of ``cfg.modality`` (RGB first, so ``flow_init = "rgb"`` finds
     it). Works alone or under ``torchrun`` (DistributedDataParallel)."""
@@ -990,14 +1003,15 @@ def run_finetune(cfg: FinetuneConfig, stop_after_epoch: int | None = None) -> li
         records = load_manifest(cfg.manifest)
         manifest_sha = manifest_hash(cfg.manifest)
         order = sorted(cfg.modality, key=MODALITIES.index)
-        return [finetune_stream(cfg, m, records, manifest_sha, device, dist_, stop_after_epoch)
-                for m in order]
+        return [finetune_stream(stream_config(cfg, m), m, records, manifest_sha, device, dist_,
+                                stop_after_epoch) for m in order]
     finally:
         if dist_.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-__all__ = ["FinetuneConfig", "StreamResult", "run_finetune", "finetune_stream", "lr_at",
+__all__ = ["FinetuneConfig", "StreamResult", "run_finetune", "stream_config", "finetune_stream",
+           "lr_at",
            "multiscale_crop_box", "cross_modality_conv1", "torchvision_to_mmaction",
            "init_weights", "confusion_matrix", "accuracy_metrics", "read_checkpoint_meta",
            "fingerprint", "run_dir", "ClipDataset", "FrameSource", "SegmentClassifier"]

@@ -134,7 +134,23 @@ def test_config_rejects_bad_values():
         _cfg(schedule="poly").validate()
     with pytest.raises(ConfigError, match="crop_size"):
         _cfg(crop_size=300, short_side=256).validate()
+    with pytest.raises(ConfigError, match="flow_epochs"):
+        _cfg(flow_epochs=-1).validate()
     _cfg().validate()
+
+
+def test_flow_epochs_reach_only_the_flow_stream():
+    from train.finetune import fingerprint, stream_config
+
+    cfg = _cfg(epochs=6, flow_epochs=4)
+    assert stream_config(cfg, "rgb").epochs == 6 and stream_config(cfg, "flow").epochs == 4
+    assert stream_config(_cfg(epochs=6), "flow").epochs == 6  # 0 = same as epochs
+    # Changing flow_epochs leaves the RGB stream's fingerprint alone (no needless retraining) and
+    # changes the flow stream's.
+    fp = {m: {fe: fingerprint(stream_config(_cfg(epochs=6, flow_epochs=fe), m), m, "m", "i")
+              for fe in (0, 4)} for m in ("rgb", "flow")}
+    assert fp["rgb"][0] == fp["rgb"][4]
+    assert fp["flow"][0] != fp["flow"][4]
 
 
 @pytest.mark.parametrize("path", ["configs/synthetic.toml", "configs/cpr_coach.toml"])
