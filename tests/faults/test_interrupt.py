@@ -1,9 +1,9 @@
 """Issue 7 part 2: SIGKILL a long stage at a seeded random point, rerun it, and get the result
 of an uninterrupted run. A killed run leaves no file that looks complete.
 
-extract and finetune have their own kill/resume tests (tests/extract/test_extract_cli.py::
-test_sigkill_then_resume_gives_the_same_features, tests/finetune/test_finetune_resume.py); this
-file adds flow and train."""
+extract has its own kill/resume test (tests/extract/test_extract_cli.py::
+test_sigkill_then_resume_gives_the_same_features); this file covers flow, train and finetune
+(tests/finetune/test_finetune_resume.py adds a clean stop-and-resume)."""
 from __future__ import annotations
 
 import json
@@ -165,3 +165,49 @@ def test_train_sigkill_then_resume(tmp_path):
     assert json.loads((run / "config.json").read_text())["finished"]
     # A killed writer's pid-named temporary never passes for a checkpoint.
     assert not [f for f in run.iterdir() if f.name.endswith(".tmp") and "checkpoint" in f.name]
+
+
+def test_finetune_sigkill_then_resume(tmp_path, capfd):
+    """SIGKILL `cprclip finetune` after a seeded random number of epochs (not a clean stop): no
+    checkpoint that looks finished, no orphans; the rerun resumes from the last saved state and
+    gives the weights of an uninterrupted run."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests" / "finetune"))
+    from finetune_helpers import make_dataset
+
+    rng = np.random.default_rng(5)
+    m = make_dataset(tmp_path / "data")
+    base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={m}", "modality=rgb",
+            "backbone=tsn_r18", "segments=2", "short_side=48", "crop_size=32", "epochs=6",
+            "flow_epochs=0", "batch_size=4", "lr=0.01", "warmup_epochs=0", "val_every=1",
+            "workers=0", "cache=none", "threads=1", "cpu_amp=false"]
+    assert main([*base, f"runs_dir={tmp_path / 'ref'}"]) == 0
+    run = tmp_path / "killed" / "finetune" / "tsn_r18-rgb"
+    k = int(rng.integers(1, 5))  # kill once epoch k's state is saved (seeded), mid-epoch k+1
+
+    def saved_epochs() -> int:
+        try:
+            return sum(1 for ln in (run / "metrics.jsonl").read_text().splitlines() if ln)
+        except FileNotFoundError:
+            return 0
+
+    p = _start([*base, f"runs_dir={tmp_path / 'killed'}"])
+    _kill_when(p, lambda: saved_epochs() >= k and (run / "state.pt").exists())
+    assert not (run / "checkpoint.safetensors").exists()  # nothing that looks finished
+    assert not _orphans(p)
+    done = torch.load(run / "state.pt", weights_only=True)["epoch"]
+    assert max(1, k - 1) <= done < 6  # metrics.jsonl is written just before state.pt
+    capfd.readouterr()
+
+    assert main([*base, f"runs_dir={tmp_path / 'killed'}"]) == 0
+    assert f"resuming after epoch {done} of 6" in "".join(capfd.readouterr())
+    a = load_file(str(tmp_path / "ref" / "finetune" / "tsn_r18-rgb" / "checkpoint.safetensors"))
+    b = load_file(str(run / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
