@@ -408,11 +408,18 @@ DECODERS: dict[str, Callable[..., VideoReader]] = {
 
 
 def available_decoders() -> list[str]:
-    """Decoders whose Python package imports on this machine."""
+    """Decoders that work on this machine: the package imports (and, for torchcodec, finds the
+    system's FFmpeg shared libraries, which it loads on import of its decoders)."""
     import importlib.util
 
     mods = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec"}
-    return [n for n in DECODERS if importlib.util.find_spec(mods[n]) is not None]
+    out = [n for n in DECODERS if importlib.util.find_spec(mods[n]) is not None]
+    if "torchcodec" in out:
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        except Exception:  # noqa: BLE001 - OSError/RuntimeError when libav* is missing
+            out.remove("torchcodec")
+    return out
 
 
 def open_video(path: str | Path, decoder: str = "decord",

@@ -8,7 +8,18 @@ import extract.decoders as decoders
 from extract.decoders import DECODERS, DecodeError, open_video, read_frames, short_side_size
 from extract_helpers import known_frames, write_video
 
-USABLE = ["decord", "pyav"]
+def _torchcodec_usable() -> bool:
+    """torchcodec imports only with the system's FFmpeg shared libraries (not on every machine)."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or OSError/RuntimeError loading libav*
+        return False
+    return True
+
+
+USABLE = ["decord", "pyav"] + [
+    pytest.param("torchcodec", marks=pytest.mark.skipif(
+        not _torchcodec_usable(), reason="torchcodec or the system's FFmpeg libraries missing"))]
 
 
 @pytest.mark.parametrize("decoder", USABLE)
