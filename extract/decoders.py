@@ -262,6 +262,7 @@ class PyAVReader(_Base):
 
         self.path = Path(path)
         _check_file(self.path)
+        self.corrupt_frames: list[int] = []  # indices FFmpeg flagged corrupt while decoding
         try:
             self._c = av.open(str(self.path))
         except Exception as e:  # noqa: BLE001
@@ -309,8 +310,15 @@ class PyAVReader(_Base):
                 if fr.pts is None:
                     continue
                 i = self._index.get(int(fr.pts))
-                if i is not None:
-                    yield i, fr
+                if i is None:
+                    continue
+                if getattr(fr, "is_corrupt", False) and not self.corrupt_frames:
+                    # FFmpeg conceals damaged data instead of failing: say so, once per file.
+                    log.warning("%s: frame %d is corrupt (FFmpeg concealed damaged data); "
+                                "frames decoded from it may be wrong", self.path, i)
+                if getattr(fr, "is_corrupt", False):
+                    self.corrupt_frames.append(i)
+                yield i, fr
 
     def get(self, indices: np.ndarray, resize_short: int | None = None) -> np.ndarray:
         idx = _check_indices(self.path, indices, self.num_frames)

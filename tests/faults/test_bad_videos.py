@@ -137,3 +137,16 @@ def test_hevc_10bit_and_vfr_decode_to_the_right_pixels(bad_videos):
         assert r.num_frames == 30  # every frame, whatever its duration
         got = r.get(np.arange(30)).astype(int)
     assert np.abs(_blocks(got) - _blocks(frames(30, seed=4))).mean() < 8
+
+
+def test_pyav_flags_a_corrupt_key_frame(bad_videos, caplog):
+    """FFmpeg conceals a damaged key frame instead of failing; PyAV reports FFmpeg's corrupt
+    flag, so the reader logs one warning naming the file and the frame, and records it."""
+    path = bad_videos["corrupt_keyframe"]
+    with caplog.at_level("WARNING", logger="extract.decoders"):
+        with open_video(path, "pyav") as r:
+            r.get(np.arange(r.num_frames))
+            assert r.corrupt_frames == [0]
+    msgs = [m for m in caplog.messages if "corrupt" in m]
+    assert msgs == [f"{path}: frame 0 is corrupt (FFmpeg concealed damaged data); frames "
+                    "decoded from it may be wrong"]
