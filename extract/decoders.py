@@ -111,8 +111,9 @@ def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarr
     return idx
 
 
-def _probe_pyav(path: Path) -> tuple[int, int, float]:
-    """(W, H, fps) in display orientation from the container header and first frame."""
+def _probe_pyav(path: Path) -> tuple[int, int, float, int]:
+    """(W, H, fps, approximate frame count) from the container header (and the first frame's
+    rotation), W x H in display orientation; nothing is decoded beyond that."""
     import av
 
     try:
@@ -120,35 +121,18 @@ def _probe_pyav(path: Path) -> tuple[int, int, float]:
             if not c.streams.video:
                 raise DecodeError(f"{path}: no video stream")
             s = c.streams.video[0]
-            rate = s.average_rate or s.guessed_rate or s.base_rate
+            rate = float(s.average_rate or s.guessed_rate or s.base_rate or 0.0)
             w, h = int(s.codec_context.width), int(s.codec_context.height)
-            if _rotation(c, s) in (90, 270):
-                w, h = h, w
-            return w, h, float(rate or 0.0)
-    except DecodeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - av raises many error types for a bad file
-        raise DecodeError(f"{path}: not a readable video ({_first_line(e)})") from None
-
-
-def _probe_length(path: Path) -> tuple[int, int, int]:
-    """(W, H, approximate frame count) from the container header, without decoding."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DecodeError(f"{path}: no video stream")
-            s = c.streams.video[0]
             n = int(s.frames or 0)
             if n <= 0:  # Matroska/WebM headers carry no frame count: duration x rate
-                rate = float(s.average_rate or s.guessed_rate or 0)
                 if s.duration is not None and s.time_base is not None:
                     secs = float(s.duration * s.time_base)
                 else:
                     secs = float(c.duration or 0) / 1e6
                 n = int(round(secs * rate))
-            return int(s.codec_context.width), int(s.codec_context.height), n
+            if _rotation(c, s) in (90, 270):
+                w, h = h, w
+            return w, h, rate, n
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - av raises many error types for a bad file
@@ -165,7 +149,7 @@ def auto_decoder(path: str | Path) -> str:
     ones (see the module docstring). Raises DecodeError for a file that is not a video."""
     p = Path(path)
     _check_file(p)
-    w, h, n = _probe_length(p)
+    w, h, _, n = _probe_pyav(p)
     return "pyav" if n * w * h > AUTO_DECORD_MAX_PIXELS else "decord"
 
 
@@ -193,7 +177,7 @@ class DecordReader(_Base):
     def __init__(self, path: str | Path, resize_short: int | None = None, num_threads: int = 0):
         self.path = Path(path)
         _check_file(self.path)
-        w, h, fps = _probe_pyav(self.path)
+        w, h, fps, _ = _probe_pyav(self.path)
         self.size = (w, h)
         self._num_threads = num_threads
         self._vr = None
