@@ -39,19 +39,10 @@ GOPS = (250, 25)
 
 
 def make_clip(path: Path, gop: int, seconds: int) -> Path:
-    from pipeline.ffmpeg import ffmpeg_exe
+    """A 3840x2160 25 fps testsrc2 clip (cached at ``path``), made as bench/memory.py makes its."""
+    from memory import make_clip as make
 
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi",
-                    "-i", f"testsrc2=size=3840x2160:rate=25:duration={seconds}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-                    "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-                    str(tmp)], check=True)
-    os.replace(tmp, path)
-    return path
+    return make(path, gop, seconds, size="3840x2160")
 
 
 def _cpu() -> float:

@@ -25,6 +25,7 @@ The decoders, picked by name from :data:`DECODERS`:
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -102,6 +103,12 @@ def _rotation(container, stream) -> int:
     return 0
 
 
+def upright(a: np.ndarray, frame) -> np.ndarray:
+    """``a`` (an array made from PyAV ``frame``) turned into display orientation."""
+    k = (int(round(getattr(frame, "rotation", 0) or 0)) // 90) % 4
+    return np.ascontiguousarray(np.rot90(a, k)) if k else a
+
+
 def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= num_frames):
@@ -113,7 +120,14 @@ def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarr
 
 def _probe_pyav(path: Path) -> tuple[int, int, float, int]:
     """(W, H, fps, approximate frame count) from the container header (and the first frame's
-    rotation), W x H in display orientation; nothing is decoded beyond that."""
+    rotation), W x H in display orientation; nothing is decoded beyond that. Memoised per file
+    version, because ``auto`` and then the chosen reader both need it."""
+    st = path.stat()
+    return _probe_pyav_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_pyav_cached(path: str, size: int, mtime_ns: int) -> tuple[int, int, float, int]:
     import av
 
     try:
@@ -296,11 +310,10 @@ class PyAVReader(_Base):
                 i = self._index.get(int(fr.pts))
                 if i is None:
                     continue
-                if getattr(fr, "is_corrupt", False) and not self.corrupt_frames:
-                    # FFmpeg conceals damaged data instead of failing: say so, once per file.
-                    log.warning("%s: frame %d is corrupt (FFmpeg concealed damaged data); "
-                                "frames decoded from it may be wrong", self.path, i)
                 if getattr(fr, "is_corrupt", False):
+                    if not self.corrupt_frames:  # FFmpeg conceals damage: say so, once per file
+                        log.warning("%s: frame %d is corrupt (FFmpeg concealed damaged data); "
+                                    "frames decoded from it may be wrong", self.path, i)
                     self.corrupt_frames.append(i)
                 yield i, fr
 
@@ -324,10 +337,8 @@ class PyAVReader(_Base):
                 for i, fr in it:
                     cur = i
                     if i == target:
-                        a = fr.to_ndarray(width=sw, height=sh, format="rgb24",
-                                          interpolation="BICUBIC")
-                        k = (int(round(getattr(fr, "rotation", 0) or 0)) // 90) % 4
-                        got[i] = np.ascontiguousarray(np.rot90(a, k)) if k else a
+                        got[i] = upright(fr.to_ndarray(width=sw, height=sh, format="rgb24",
+                                                       interpolation="BICUBIC"), fr)
                         break
                     if i > target:  # an irregular stream; fall back to a sequential pass
                         break

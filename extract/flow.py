@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.decoders import DecodeError, _first_line, open_video, short_side_size
+from extract.decoders import DecodeError, _first_line, open_video, short_side_size, upright
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,9 @@ def gray_frames(src: str | Path, short_side: int | None = None) -> Iterator[np.n
         w, h = short_side_size(s.codec_context.width, s.codec_context.height, short_side)
         try:
             for fr in c.decode(s):
-                g = fr.to_ndarray(width=w, height=h, format="gray")
                 # Display orientation, as the rgb decoders return it (phones store portrait
                 # video as landscape plus a rotation), so flow and rgb frames line up.
-                k = (int(round(getattr(fr, "rotation", 0) or 0)) // 90) % 4
-                yield np.ascontiguousarray(np.rot90(g, k)) if k else g
+                yield upright(fr.to_ndarray(width=w, height=h, format="gray"), fr)
         except Exception as e:  # noqa: BLE001
             raise DecodeError(f"{src}: decoding failed ({_first_line(e)})") from None
 
