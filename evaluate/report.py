@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate import metrics as M
+from pipeline.atomic import write_atomic
 from pipeline.taxonomy import CLASSES
 
 log = logging.getLogger(__name__)
@@ -430,8 +431,8 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
             hp.append(f"<p class='note'>{html.escape(note)}</p>")
     hp.append("</body></html>")
     paths = {"md": out / "report.md", "html": out / "report.html", **pngs}
-    _atomic_write(paths["md"], "\n".join(md))
-    _atomic_write(paths["html"], "\n".join(hp))
+    write_atomic(paths["md"], "\n".join(md))
+    write_atomic(paths["html"], "\n".join(hp))
     log.info("report written to %s (%d plots)", out, len(pngs))
     return paths
 
@@ -460,17 +461,4 @@ def _save_png(fig, out: Path, **kw) -> None:
         fig.savefig(buf, format="png", **kw)
     finally:
         plt.close(fig)
-    _atomic_write(out, buf.getvalue())
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    """tmp + rename: ``path`` is complete or absent. A failed write (e.g. a full disk) removes
-    the temporary and raises ``OSError`` naming ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    write_atomic(out, buf.getvalue())

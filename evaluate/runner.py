@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from evaluate import metrics as M
-from evaluate.report import (Entry, _atomic_write, comparison_rows, decision_rows, text_table,
+from evaluate.report import (Entry, comparison_rows, decision_rows, text_table,
                              write_report)
+from pipeline.atomic import write_atomic
 from pipeline.config import to_dict
 from pipeline.features import FeatureSet, join, read_features
 from pipeline.provenance import code_version, sha256_file
@@ -334,7 +335,7 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
+    write_atomic(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(o: Any):

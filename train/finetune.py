@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.atomic import write_atomic
 from pipeline.config import ConfigError, to_dict, to_json
 from pipeline.taxonomy import CLASSES, NUM_CLASSES
 
@@ -570,20 +571,6 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except Exception:  # noqa: BLE001 - missing, truncated or not safetensors: not up to date
         return {}
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to a hidden pid-named temporary with plain file I/O and rename it to
-    ``path``, so the file is complete or absent. A failed write (e.g. a full disk) removes the
-    temporary and raises ``OSError`` naming ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
