@@ -12,10 +12,18 @@ reports the median seconds per video and the peak RSS (``ru_maxrss``):
   backbone, HDF5 shards) with the model built before the clock starts;
 - ``mmaction2``: mmaction2's own test pipeline (DecordInit -> SampleFrames(1x1x8, test) ->
   DecordDecode -> Resize(-1, short) -> CenterCrop -> FormatShape -> PackActionInputs) and
-  ``test_step`` of the same recognizer, one video after another, model built before timing.
+  ``test_step`` of the same recognizer, one video after another, model built before timing
+  (the issue's definition of the peer);
+- ``mmaction2+loader``: the same pipeline in a torch DataLoader with ``--workers`` processes and
+  mmengine's ``pseudo_collate``, as mmaction2's ``tools/test.py`` runs it, so its decoding
+  overlaps the model just as ours does.
 
-Each subprocess handles ``--videos`` videos (the clip repeated). The table goes to the
-"## Extraction" section of docs/benchmarks.md (other sections are left alone).
+Every child imports its libraries (torch, decord, PyAV, mmaction2) before its clock starts, so
+the figures are per-video steady-state costs, not start-up. Each subprocess handles ``--videos``
+videos (the clip repeated). Around every child the parent reads the machine's busy CPU time
+(/proc/stat) and the child's own (rusage), and reports what other processes used, so a run on a
+busy machine says so. The table goes to the "## Extraction"
+section of docs/benchmarks.md (other sections are left alone).
 """
 from __future__ import annotations
 
@@ -60,9 +68,19 @@ def _rss() -> dict[str, float]:
 
 # ---------------------------------------------------------------- children (one measure each)
 
+def _warm_imports() -> None:
+    """Import the decoders' modules before a clock starts (workers fork with them loaded)."""
+    import importlib
+
+    for mod in ("av", "decord"):
+        importlib.import_module(mod)
+
+
 def child_floor(videos: list[Path], a) -> dict:
     from extract.decoders import open_video
     from extract.sampling import segment_indices
+
+    _warm_imports()
 
     times = []
     c0 = _cpu()
@@ -96,6 +114,7 @@ def child_ours(videos: list[Path], a) -> dict:
                         decoder=a.decoder, cpu_amp=a.cpu_amp,
                         batch_videos=1, min_frames=1, device="cpu")
     torch.set_num_threads(a.threads)
+    _warm_imports()
     fm = FeatureModel(cfg, "rgb", None, torch.device("cpu"))
     fm(torch.zeros(1, 1, 8, a.crop_size, a.crop_size, 3, dtype=torch.uint8))  # warm up kernels
     records = _load_records(cfg)
@@ -110,13 +129,15 @@ def child_ours(videos: list[Path], a) -> dict:
     return {"per_video_s": wall / len(videos), "cpu_per_video_s": cpu / len(videos), "wall_s": wall}
 
 
-def child_mmaction(videos: list[Path], a) -> dict:
+def _mmaction_setup(a):
+    """mmaction2's test pipeline (as its TSN test configs write it) and the same recognizer."""
     import torch
     from mmengine.dataset import Compose
 
     from extract.backbones import build_recognizer
 
     torch.set_num_threads(a.threads)
+    _warm_imports()
     model = build_recognizer(a.backbone, "rgb").eval()  # also imports mmaction2 (registered)
     pipeline = Compose([
         dict(type="DecordInit"),
@@ -127,12 +148,23 @@ def child_mmaction(videos: list[Path], a) -> dict:
         dict(type="FormatShape", input_format="NCHW"),
         dict(type="PackActionInputs"),
     ])
+    return model, pipeline
+
+
+def _mm_input(v: Path) -> dict:
+    return dict(filename=str(v), label=-1, start_index=0, modality="RGB")
+
+
+def child_mmaction(videos: list[Path], a) -> dict:
+    import torch
+
+    model, pipeline = _mmaction_setup(a)
     times = []
     c0 = _cpu()
     with torch.no_grad():
         for v in videos:
             t = time.perf_counter()
-            data = pipeline(dict(filename=str(v), label=-1, start_index=0, modality="RGB"))
+            data = pipeline(_mm_input(v))
             out = model.test_step(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]))
             times.append(time.perf_counter() - t)
             assert len(out) == 1
@@ -140,7 +172,40 @@ def child_mmaction(videos: list[Path], a) -> dict:
             "times": times}
 
 
-CHILDREN = {"floor": child_floor, "ours": child_ours, "mmaction2": child_mmaction}
+class _MMDataset:
+    """A map-style dataset of mmaction2 pipeline outputs (picklable for loader workers)."""
+
+    def __init__(self, videos: list[Path], pipeline):
+        self.videos, self.pipeline = videos, pipeline
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.pipeline(_mm_input(self.videos[i]))
+
+
+def child_mmaction_loader(videos: list[Path], a) -> dict:
+    import torch
+    from mmengine.dataset import pseudo_collate
+
+    model, pipeline = _mmaction_setup(a)
+    c0 = _cpu()
+    t = time.perf_counter()
+    loader = torch.utils.data.DataLoader(_MMDataset(videos, pipeline), batch_size=1,
+                                         num_workers=a.workers, collate_fn=pseudo_collate)
+    n = 0
+    with torch.no_grad():
+        for batch in loader:
+            n += len(model.test_step(batch))
+    wall = time.perf_counter() - t
+    assert n == len(videos)
+    return {"per_video_s": wall / len(videos), "cpu_per_video_s": (_cpu() - c0) / len(videos),
+            "wall_s": wall}
+
+
+CHILDREN = {"floor": child_floor, "ours": child_ours, "mmaction2": child_mmaction,
+            "mmaction2+loader": child_mmaction_loader}
 
 
 # ---------------------------------------------------------------- parent
@@ -151,10 +216,30 @@ def run_child(measure: str, clip: Path, a) -> dict:
            "--crop-size", str(a.crop_size), "--workers", str(a.workers), "--threads", str(a.threads),
            "--decoder", a.decoder] + (["--cpu-amp"] if a.cpu_amp else [])
     env = dict(os.environ, CPRCLIP_NO_PROGRESS="1", CPRCLIP_LOG="WARNING")
+    busy0, kids0, t0 = _machine_busy(), _cpu_children(), time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{measure} on {clip.name} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    other = (_machine_busy() - busy0) - (_cpu_children() - kids0)
+    out["others"] = max(0.0, other) / (wall * (os.cpu_count() or 1))  # share of all cores
+    return out
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat; 0 where there is none)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_children() -> float:
+    k = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return k.ru_utime + k.ru_stime
 
 
 def machine() -> str:
@@ -208,12 +293,54 @@ def write_section(md: Path, title: str, body: str) -> None:
     md.write_text((text[:start] + sec.rstrip() + "\n\n" + text[end:]).rstrip() + "\n")
 
 
+MEASURES = ("floor", "ours", "mmaction2", "mmaction2+loader")
+PEERS = ("mmaction2", "mmaction2+loader", "floor")
+
+
+def render(a, rows, took: float, others: list[float]) -> str:
+    """The markdown for one run: setting, load, and the table with ratios to each peer."""
+    cmd = " ".join(["python bench/extract.py"] + sys.argv[1:])
+    busy = max(others) > 0.10  # other processes took over a tenth of the machine in some run
+    lines = [
+        f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}; {took / 60:.1f} min). Machine: "
+        f"{machine()}. Other processes used a median {100 * statistics.median(others):.0f}% "
+        f"(max {100 * max(others):.0f}%) of the machine's CPU during the measured runs"
+        + (": **the machine was busy**, so times are inflated." if busy else ": a quiet machine."),
+        "",
+        f"Setting: ffmpeg testsrc2 clips, 3840x2160, 25 fps, {a.seconds} s, H.264 (x264 "
+        f"ultrafast, yuv420p); backbone {a.backbone}, 8 segments (TSN test sampling), short "
+        f"side {a.short_side}, centre crop {a.crop_size}, RGB. Each figure is the median of "
+        f"{a.repeats} runs in fresh processes, each over {a.videos} videos; imports and model "
+        f"building are not timed. Ours: {a.workers} decode worker(s) (one decoder thread each), "
+        f"batch of 1 video, torch threads {a.threads}, "
+        f"{'bf16 autocast' if a.cpu_amp else 'fp32'}. mmaction2 (fp32): its test pipeline "
+        "(DecordInit with its default 1 thread) and `test_step`, one process; "
+        f"mmaction2+loader: the same in a DataLoader with {a.workers} workers. Peak RSS is "
+        "`ru_maxrss` of the measuring process (and of its largest worker).",
+        "",
+        "Wall-clock seconds per video, CPU seconds per video (all processes), and each as a "
+        "ratio to the peers (wall / CPU):",
+        "",
+        "| GOP | measure | s/video | CPU s/video | vs mmaction2 | vs mmaction2+loader "
+        "| vs floor | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g, med, cpu, rss, kids in rows:
+        for m in MEASURES:
+            mem = f"{rss[m]:.0f} MB" + (f" + {kids[m]:.0f} MB per worker"
+                                        if m in ("ours", "mmaction2+loader") else "")
+            ratios = " | ".join(f"{med[m] / med[p]:.2f}x / {cpu[m] / cpu[p]:.2f}x" for p in PEERS)
+            name = f"**{m}**" if m == "ours" else m
+            lines.append(f"| {g} | {name} | {med[m]:.2f} | {cpu[m]:.2f} | {ratios} | {mem} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="tsn_r18", help="tsn_r18 (default, fast) or tsn_r50")
     p.add_argument("--short-side", type=int, default=256)
     p.add_argument("--crop-size", type=int, default=224)
-    p.add_argument("--videos", type=int, default=3, help="videos per measured run")
+    p.add_argument("--videos", type=int, default=6, help="videos per measured run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10, help="clip length")
     p.add_argument("--workers", type=int, default=2, help="our decode worker processes")
@@ -239,52 +366,26 @@ def main() -> int:
     data = Path(a.data)
     clips = {g: make_clip(data / f"testsrc2-4k-{a.seconds}s-gop{g}.mp4", g, a.seconds) for g in GOPS}
     rows = []
+    others: list[float] = []
     t_all = time.time()
     for g, clip in clips.items():
         res: dict[str, list[dict]] = {m: [] for m in CHILDREN}
         for _ in range(a.repeats):
             for m in CHILDREN:  # interleave measures so load changes hit all alike
                 res[m].append(run_child(m, clip, a))
+                others.append(res[m][-1]["others"])
                 sys.stderr.write(f"gop {g} {m}: {res[m][-1]['per_video_s']:.2f} s/video, "
-                                 f"{res[m][-1]['cpu_per_video_s']:.2f} CPU s/video\n")
+                                 f"{res[m][-1]['cpu_per_video_s']:.2f} CPU s/video, others "
+                                 f"{100 * res[m][-1]['others']:.0f}%\n")
         med = {m: statistics.median(r["per_video_s"] for r in rs) for m, rs in res.items()}
         cpu = {m: statistics.median(r["cpu_per_video_s"] for r in rs) for m, rs in res.items()}
         rss = {m: max(r["rss_mb"] for r in rs) for m, rs in res.items()}
         kids = {m: max(r["rss_children_mb"] for r in rs) for m, rs in res.items()}
         rows.append((g, med, cpu, rss, kids))
     took = time.time() - t_all
-
-    cmd = " ".join(["python bench/extract.py"] + sys.argv[1:])
+    section = render(a, rows, took, others)
     title = (f"{a.backbone} at {a.crop_size}, decoder {a.decoder}, "
              f"{'bf16' if a.cpu_amp else 'fp32'} on CPU")
-    lines = [
-        f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}; {took / 60:.1f} min). Machine: "
-        f"{machine()}; the machine was shared with other jobs, so absolute times are noisy.",
-        "",
-        f"Setting: ffmpeg testsrc2 clips, 3840x2160, 25 fps, {a.seconds} s, H.264 (x264 "
-        f"ultrafast, yuv420p); backbone {a.backbone}, 8 segments (TSN test sampling), short "
-        f"side {a.short_side}, centre crop {a.crop_size}, RGB. Each figure is the median of "
-        f"{a.repeats} runs in fresh processes, each over {a.videos} videos; model building is "
-        f"not timed. Ours: {a.workers} decode worker(s), batch of 1 video, torch threads "
-        f"{a.threads}, {'bf16 autocast' if a.cpu_amp else 'fp32'}. mmaction2 (fp32): its test "
-        "pipeline and `test_step`, one process, no DataLoader. "
-        "Peak RSS is `ru_maxrss` of the measuring process (and of its largest worker).",
-        "",
-        "Wall-clock seconds per video, and CPU seconds per video (all processes; the fairer "
-        "figure on a shared machine):",
-        "",
-        "| GOP | measure | s/video | CPU s/video | vs mmaction2 (wall / CPU) | vs floor (wall / CPU) "
-        "| peak RSS |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for g, med, cpu, rss, kids in rows:
-        for m in ("floor", "ours", "mmaction2"):
-            mem = f"{rss[m]:.0f} MB" + (f" + {kids[m]:.0f} MB per worker" if m == "ours" else "")
-            lines.append(
-                f"| {g} | {m} | {med[m]:.2f} | {cpu[m]:.2f} "
-                f"| {med[m] / med['mmaction2']:.2f}x / {cpu[m] / cpu['mmaction2']:.2f}x "
-                f"| {med[m] / med['floor']:.2f}x / {cpu[m] / cpu['floor']:.2f}x | {mem} |")
-    section = "\n".join(lines)
     sys.stdout.write(f"### {title}\n\n{section}\n")
     if not a.no_write:
         write_section(Path(a.out), title, section)

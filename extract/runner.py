@@ -26,6 +26,7 @@ and rank 0 consolidates after a barrier (gloo on CPU, NCCL on CUDA).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import torch
 
 from extract.backbones import (BACKBONES, FLOW_CLIP_LEN, WeightsError, check_modality,
                                frame_features, get_spec, load_backbone, resolve_checkpoint)
-from extract.decoders import DECODERS, DecodeError, open_video
+from extract.decoders import DECODERS, DecodeError, init_decode_worker, open_video
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
 from extract.transforms import CROPS, NUM_VIEWS, spatial_views, stack_flow, to_model_input
@@ -210,13 +211,6 @@ def _collate(batch):
     return [i for i, _ in good], views, fails
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    torch.set_num_threads(1)  # decode workers: the model owns the cores
-    cv2.setNumThreads(1)
-
-
 # --------------------------------------------------------------------------------------------
 # Model side
 
@@ -355,7 +349,8 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     loader = torch.utils.data.DataLoader(
         _VideoDataset(cfg, modality, todo), batch_size=cfg.batch_videos, shuffle=False,
         num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if cfg.workers else None,
+        worker_init_fn=(functools.partial(init_decode_worker, workers=cfg.workers)
+                        if cfg.workers else None),
         prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
     batches = iter(loader)  # workers start decoding while the model is built
     fm = model if model is not None else FeatureModel(cfg, modality, ckpt, device)

@@ -36,6 +36,7 @@ global ``batch_size`` see the same batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -482,13 +483,6 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self.inner)
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    torch.set_num_threads(1)  # the training process owns the cores for the model
-    cv2.setNumThreads(1)
-
-
 # --------------------------------------------------------------------------------------------
 # Model
 
@@ -835,8 +829,11 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
     sampler = EpochSampler(len(train_ds), cfg.seed, dist_.rank, dist_.world)
     # Workers stay up between epochs; their seeds come from a private generator, so they never
     # consume the global torch RNG (dropout), which a resumed run restores from the state.
+    from extract.decoders import init_decode_worker
+
     loader_kw = dict(num_workers=cfg.workers, pin_memory=cuda,
-                     worker_init_fn=_worker_init if cfg.workers else None,
+                     worker_init_fn=(functools.partial(init_decode_worker, workers=cfg.workers)
+                                     if cfg.workers else None),
                      persistent_workers=cfg.workers > 0,
                      generator=torch.Generator().manual_seed(cfg.seed))
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,

@@ -46,6 +46,47 @@ def test_long_gop_seeks_are_exact(tmp_path, decoder):
 
 
 @pytest.mark.parametrize("decoder", USABLE)
+def test_decode_threads_do_not_change_pixels(tmp_path, decoder, monkeypatch):
+    # Lossy, B-frames, one GOP: frame threads decode references in parallel; the result must be
+    # the same bytes as a single-threaded decode (features may not depend on worker counts).
+    frames = known_frames(60, 72, 128, seed=5)
+    path = write_video(tmp_path / "lossy.mp4", frames, gop=250, lossless=False)
+    idx = np.array([57, 3, 30, 31, 12])
+    out = {}
+    for n in (1, 0, 2):
+        monkeypatch.setattr(decoders, "_DECODE_THREADS", 0)
+        decoders.set_decode_threads(n)
+        assert decoders.decode_threads() == n
+        out[n] = (read_frames(path, idx, decoder), read_frames(path, idx, decoder, resize_short=36))
+    for n in (0, 2):
+        np.testing.assert_array_equal(out[n][0], out[1][0])
+        np.testing.assert_array_equal(out[n][1], out[1][1])
+    # ... and they are the frames asked for: each is closest to its own source frame.
+    err = np.abs(out[1][0][:, None].astype(int) - frames[None].astype(int)).mean(axis=(2, 3, 4))
+    np.testing.assert_array_equal(err.argmin(axis=1), idx)
+    with pytest.raises(ValueError, match="decode threads must be >= 0"):
+        decoders.set_decode_threads(-1)
+
+
+def test_decode_workers_use_one_decoder_thread_when_several(monkeypatch, lossless_video):
+    import cv2
+    import torch
+
+    monkeypatch.setattr(decoders, "_DECODE_THREADS", 0)
+    t0, c0 = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        decoders.init_decode_worker(0, workers=1)  # one worker: FFmpeg keeps its frame threads
+        assert decoders.decode_threads() == 0
+        decoders.init_decode_worker(1, workers=2)  # two side by side: one thread each
+        assert decoders.decode_threads() == 1 and torch.get_num_threads() == 1
+        with open_video(lossless_video[0], "decord") as r:
+            assert r._num_threads == 1
+    finally:
+        torch.set_num_threads(t0)
+        cv2.setNumThreads(c0)
+
+
+@pytest.mark.parametrize("decoder", USABLE)
 def test_resize_inside_decoder(lossless_video, decoder):
     path, frames = lossless_video  # 64x36
     out = read_frames(path, np.array([0, 3]), decoder, resize_short=18)
