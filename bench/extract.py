@@ -1,13 +1,14 @@
 """Extraction speed and memory on 4K H.264, against the decode floor and mmaction2's pipeline.
 
-    .venv/bin/python bench/extract.py [--backbone tsn_r18|tsn_r50] [--repeats 3] [--videos 3]
+    .venv/bin/python bench/extract.py [--backbone tsn_r18|tsn_r50] [--repeats 3] [--videos 6] [--cpu-amp]
 
 Generates 3840x2160, 25 fps, 10 s clips with ffmpeg's testsrc2 (GOP 250 and GOP 25; cached in
 --data), then, for each GOP, runs each measure in a fresh subprocess (``--repeats`` times) and
 reports the median seconds per video and the peak RSS (``ru_maxrss``):
 
-- ``floor``: our decoder interface alone (decord, resized in the decoder to the short side)
-  fetching the 8 TSN test frames of each video, one video after another;
+- ``floor``: our decoder interface alone (``--decoder``; ``auto`` picks decord for these clips,
+  with FFmpeg's own frame threads), resized in the decoder to the short side, fetching the 8 TSN
+  test frames of each video, one video after another;
 - ``ours``: ``extract.runner.extract_modality`` end to end (decode workers, crop, normalise,
   backbone, HDF5 shards) with the model built before the clock starts;
 - ``mmaction2``: mmaction2's own test pipeline (DecordInit -> SampleFrames(1x1x8, test) ->
@@ -344,7 +345,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10, help="clip length")
     p.add_argument("--workers", type=int, default=2, help="our decode worker processes")
-    p.add_argument("--decoder", default="decord", help="our decoder (floor and ours)")
+    p.add_argument("--decoder", default="auto", help="our decoder (floor and ours); auto as in extract")
     p.add_argument("--cpu-amp", action="store_true", help="ours: bf16 autocast on CPU")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "cprclip-bench"))
