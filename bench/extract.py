@@ -113,21 +113,70 @@ def child_ours(videos: list[Path], a) -> dict:
                         backbone=a.backbone, modalities=("rgb",), short_side=a.short_side,
                         crop_size=a.crop_size, checkpoint="none", workers=a.workers,
                         decoder=a.decoder, cpu_amp=a.cpu_amp,
-                        batch_videos=1, min_frames=1, device="cpu")
+                        batch_videos=a.batch, min_frames=1, device=a.device)
     torch.set_num_threads(a.threads)
     _warm_imports()
-    fm = FeatureModel(cfg, "rgb", None, torch.device("cpu"))
-    fm(torch.zeros(1, 1, 8, a.crop_size, a.crop_size, 3, dtype=torch.uint8))  # warm up kernels
+    dev = torch.device(a.device)
+    fm = FeatureModel(cfg, "rgb", None, dev)
+    fm(torch.zeros(a.batch, 1, 8, a.crop_size, a.crop_size, 3, dtype=torch.uint8))  # warm up
     records = _load_records(cfg)
     c0 = _cpu()
-    t = time.perf_counter()
-    res = extract_modality(cfg, "rgb", records, torch.device("cpu"), model=fm)
-    wall = time.perf_counter() - t
+    with GpuUtilisation(dev) as util:
+        t = time.perf_counter()
+        res = extract_modality(cfg, "rgb", records, dev, model=fm)
+        wall = time.perf_counter() - t
     cpu = _cpu() - c0
     man.unlink()
     shutil.rmtree(work, ignore_errors=True)
     assert res.extracted == len(videos), res
-    return {"per_video_s": wall / len(videos), "cpu_per_video_s": cpu / len(videos), "wall_s": wall}
+    return {"per_video_s": wall / len(videos), "cpu_per_video_s": cpu / len(videos), "wall_s": wall,
+            "gpu_util": util.mean}
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (%) over a ``with`` block, sampled every 0.2 s from nvidia-smi (or
+    torch.cuda.utilization); ``mean`` stays None on CPU or where neither can be read."""
+
+    def __init__(self, device):
+        self.device, self.samples, self.mean = device, [], None
+        self._stop = None
+
+    def _read(self) -> float | None:
+        import torch
+
+        idx = self.device.index or 0
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                "--format=csv,noheader,nounits", "-i", str(idx)],
+                               capture_output=True, text=True, timeout=5)
+            return float(r.stdout.strip().splitlines()[0])
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            pass
+        try:
+            return float(torch.cuda.utilization(idx))
+        except Exception:  # noqa: BLE001 - no pynvml / no driver query
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            v = self._read()
+            if v is not None:
+                self.samples.append(v)
+
+    def __enter__(self):
+        import threading
+
+        if self.device.type == "cuda":
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+            self.mean = statistics.mean(self.samples) if self.samples else None
 
 
 def _mmaction_setup(a):
@@ -140,6 +189,7 @@ def _mmaction_setup(a):
     torch.set_num_threads(a.threads)
     _warm_imports()
     model = build_recognizer(a.backbone, "rgb").eval()  # also imports mmaction2 (registered)
+    model.to(a.device)  # its data preprocessor moves each batch there
     pipeline = Compose([
         dict(type="DecordInit"),
         dict(type="SampleFrames", clip_len=1, frame_interval=1, num_clips=8, test_mode=True),
@@ -215,7 +265,8 @@ def run_child(measure: str, clip: Path, a) -> dict:
     cmd = [sys.executable, __file__, "--child", measure, "--clip", str(clip),
            "--videos", str(a.videos), "--backbone", a.backbone, "--short-side", str(a.short_side),
            "--crop-size", str(a.crop_size), "--workers", str(a.workers), "--threads", str(a.threads),
-           "--decoder", a.decoder] + (["--cpu-amp"] if a.cpu_amp else [])
+           "--decoder", a.decoder, "--device", a.device, "--batch", str(a.batch)] + (
+               ["--cpu-amp"] if a.cpu_amp else [])
     env = dict(os.environ, CPRCLIP_NO_PROGRESS="1", CPRCLIP_LOG="WARNING")
     busy0, kids0, t0 = _machine_busy(), _cpu_children(), time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -298,6 +349,12 @@ MEASURES = ("floor", "ours", "mmaction2", "mmaction2+loader")
 PEERS = ("mmaction2", "mmaction2+loader", "floor")
 
 
+def precision(a) -> str:
+    if getattr(a, "cuda", False):
+        return "bf16 autocast on CUDA"
+    return f"{'bf16' if a.cpu_amp else 'fp32'} on CPU"
+
+
 def render(a, rows, took: float, others: list[float]) -> str:
     """The markdown for one run: setting, load, and the table with ratios to each peer."""
     cmd = " ".join(["python bench/extract.py"] + sys.argv[1:])
@@ -313,8 +370,8 @@ def render(a, rows, took: float, others: list[float]) -> str:
         f"side {a.short_side}, centre crop {a.crop_size}, RGB. Each figure is the median of "
         f"{a.repeats} runs in fresh processes, each over {a.videos} videos; imports and model "
         f"building are not timed. Ours: {a.workers} decode worker(s) (one decoder thread each), "
-        f"batch of 1 video, torch threads {a.threads}, "
-        f"{'bf16 autocast' if a.cpu_amp else 'fp32'}. mmaction2 (fp32): its test pipeline "
+        f"batch of {a.batch} video(s), torch threads {a.threads}, {precision(a)}. "
+        f"mmaction2 (fp32, on {a.device}): its test pipeline "
         "(DecordInit with its default 1 thread) and `test_step`, one process; "
         f"mmaction2+loader: the same in a DataLoader with {a.workers} workers. Peak RSS is "
         "`ru_maxrss` of the measuring process (and of its largest worker).",
@@ -323,8 +380,8 @@ def render(a, rows, took: float, others: list[float]) -> str:
         "ratio to the peers (wall / CPU):",
         "",
         "| GOP | measure | s/video | CPU s/video | vs mmaction2 | vs mmaction2+loader "
-        "| vs floor | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| vs floor | peak RSS |" + (" videos/s | GPU util (ours) |" if a.cuda else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if a.cuda else ""),
     ]
     for g, med, cpu, rss, kids in rows:
         for m in MEASURES:
@@ -332,7 +389,12 @@ def render(a, rows, took: float, others: list[float]) -> str:
                                         if m in ("ours", "mmaction2+loader") else "")
             ratios = " | ".join(f"{med[m] / med[p]:.2f}x / {cpu[m] / cpu[p]:.2f}x" for p in PEERS)
             name = f"**{m}**" if m == "ours" else m
-            lines.append(f"| {g} | {name} | {med[m]:.2f} | {cpu[m]:.2f} | {ratios} | {mem} |")
+            gpu = ""
+            if a.cuda:
+                u = med.get("gpu_util") if m == "ours" else None
+                gpu = f" {1 / med[m]:.2f} | " + (f"{u:.0f}% |" if u is not None else "- |")
+            lines.append(f"| {g} | {name} | {med[m]:.2f} | {cpu[m]:.2f} | {ratios} | {mem} |"
+                         + gpu)
     return "\n".join(lines)
 
 
@@ -347,6 +409,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2, help="our decode worker processes")
     p.add_argument("--decoder", default="auto", help="our decoder (floor and ours); auto as in extract")
     p.add_argument("--cpu-amp", action="store_true", help="ours: bf16 autocast on CPU")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when present), cpu or cuda[:N]: where the models run; "
+                        "ours uses bf16 autocast on CUDA, mmaction2 its fp32 test_step")
+    p.add_argument("--batch", type=int, default=1, help="ours: videos per forward")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "cprclip-bench"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -354,6 +420,11 @@ def main() -> int:
     p.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--clip", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.device == "auto":
+        import torch
+
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    a.cuda = a.device.startswith("cuda")
 
     if a.child:
         import logging
@@ -382,11 +453,12 @@ def main() -> int:
         cpu = {m: statistics.median(r["cpu_per_video_s"] for r in rs) for m, rs in res.items()}
         rss = {m: max(r["rss_mb"] for r in rs) for m, rs in res.items()}
         kids = {m: max(r["rss_children_mb"] for r in rs) for m, rs in res.items()}
+        util = [r["gpu_util"] for r in res["ours"] if r.get("gpu_util") is not None]
+        med["gpu_util"] = statistics.median(util) if util else None
         rows.append((g, med, cpu, rss, kids))
     took = time.time() - t_all
     section = render(a, rows, took, others)
-    title = (f"{a.backbone} at {a.crop_size}, decoder {a.decoder}, "
-             f"{'bf16' if a.cpu_amp else 'fp32'} on CPU")
+    title = f"{a.backbone} at {a.crop_size}, decoder {a.decoder}, {precision(a)}"
     sys.stdout.write(f"### {title}\n\n{section}\n")
     if not a.no_write:
         write_section(Path(a.out), title, section)

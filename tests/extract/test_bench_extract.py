@@ -20,7 +20,8 @@ def _bench():
 
 
 ARGS = argparse.Namespace(seconds=10, backbone="tsn_r18", short_side=256, crop_size=224,
-                          repeats=3, videos=6, workers=2, threads=2, cpu_amp=False)
+                          repeats=3, videos=6, workers=2, threads=2, cpu_amp=False, batch=1,
+                          device="cpu", cuda=False)
 
 
 def _rows():
@@ -37,6 +38,26 @@ def test_render_gives_each_ratio_to_each_peer():
     # GOP, name, s/video, CPU s, vs mmaction2, vs mmaction2+loader, vs floor, RSS
     assert cells[2:7] == ["1.20", "2.50", "0.40x / 0.62x", "0.60x / 0.50x", "1.20x / 1.25x"]
     assert "a quiet machine" in text and "busy" not in text
+
+
+def test_render_on_cuda_adds_videos_per_second_and_gpu_utilisation():
+    rows = _rows()
+    rows[0][1]["gpu_util"] = 87.0
+    args = argparse.Namespace(**{**vars(ARGS), "device": "cuda", "cuda": True, "batch": 8})
+    text = _bench().render(args, rows, 60.0, [0.0])
+    assert "videos/s | GPU util (ours) |" in text and "bf16 autocast on CUDA" in text
+    ours = next(line for line in text.splitlines() if "**ours**" in line)
+    assert ours.endswith("| 0.83 | 87% |")  # 1 / 1.2 s per video
+    floor = next(line for line in text.splitlines() if "| floor |" in line)
+    assert floor.endswith("| 1.00 | - |")
+
+
+def test_gpu_utilisation_is_none_on_cpu():
+    import torch
+
+    with _bench().GpuUtilisation(torch.device("cpu")) as u:
+        pass
+    assert u.mean is None and u.samples == []
 
 
 def test_render_flags_a_busy_machine():
