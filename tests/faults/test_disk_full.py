@@ -67,6 +67,17 @@ def one_error_line(err: str, text: str = "No space left on device") -> str:
     return lines[0]
 
 
+def fails_with_one_line(capsys, args: list[str], rc: int) -> str:
+    """Run ``cprclip args`` on a full disk: exit code ``rc``, no traceback, and exactly one
+    stderr line about the full disk, which is returned for the caller's checks."""
+    capsys.readouterr()  # only this run's output
+    got = main(args)
+    err = capsys.readouterr().err
+    assert got == rc, err
+    no_traceback(err)
+    return one_error_line(err)
+
+
 def test_disk_full_during_extract(tmp_path, small_fs, capsys):
     n = 8
     for i in range(n):
@@ -150,13 +161,9 @@ def test_disk_full_during_flow(tmp_path, tmpfs, capsys):
     flow_dir = disk / "flow"
     args = ["flow", "--config", str(cfg), *flow_args, f"flow_dir={flow_dir}"]
     filler = fill(disk, 40 * 1024)  # room for ~3 flow videos of ~12 kB
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    line = one_error_line(err)
+    line = fails_with_one_line(capsys, args, 2)
     assert f"flow: {flow_dir}/v" in line and ".mp4: cannot write (No space left on device)" \
         in line, line
-    no_traceback(err)
     assert not list(flow_dir.rglob("*.tmp"))
     assert not Path(line.split("flow: ", 1)[1].split(": cannot write")[0]).exists()
     done = sorted(flow_dir.glob("v*.mp4"))
@@ -195,12 +202,8 @@ def test_disk_full_during_finetune(tmp_path, tmpfs, capsys):
     args = ["finetune", "--config", "configs/synthetic.toml", f"manifest={manifest}",
             f"runs_dir={runs}", "modality=rgb", *TINY]
     filler = fill(disk, 150 << 20)
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    line = one_error_line(err)
+    line = fails_with_one_line(capsys, args, 2)
     assert f"finetune: [Errno 28] No space left on device: '{run / 'state.pt'}'" in line, line
-    no_traceback(err)
     assert not (run / "checkpoint.safetensors").exists()  # nothing that looks finished
     assert not [f for f in runs.rglob("*") if f.name.endswith(".tmp")]
     assert torch.load(run / "state.pt", weights_only=True)["epoch"] == 1  # epoch 1 is kept
@@ -229,13 +232,8 @@ def test_disk_full_during_eval_report(tmp_path, tmpfs, capsys):
     report = disk / "report"
     args = ["eval", "--config", str(cfg), f"report_dir={report}"]
     filler = fill(disk, 100 * 1024)  # the report is ~1 MB: 6 PNGs of 25-100 kB, HTML ~0.5 MB
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 1, err
-    line = one_error_line(err)
+    line = fails_with_one_line(capsys, args, 1)
     assert f"eval: [Errno 28] No space left on device: '{report}/" in line, line
-    no_traceback(err)
     assert not (report / "report.md").exists() and not (report / "report.html").exists()
     assert not list(report.glob("*.tmp"))
     assert not Path(line.rsplit("'", 2)[1]).exists()  # the file being written is gone
