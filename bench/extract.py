@@ -29,6 +29,7 @@ section of docs/benchmarks.md (other sections are left alone).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -57,8 +58,7 @@ def make_clip(path: Path, gop: int, seconds: int) -> Path:
 def _cpu() -> float:
     """CPU seconds of this process plus its reaped children (decode workers)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime + _cpu_children()
 
 
 def _rss() -> dict[str, float]:
@@ -116,6 +116,10 @@ def child_ours(videos: list[Path], a) -> dict:
                         batch_videos=a.batch, min_frames=1, device=a.device)
     torch.set_num_threads(a.threads)
     _warm_imports()
+    if a.decode_threads >= 0:  # a fixed count in every worker, e.g. 0: FFmpeg's own (the old way)
+        import extract.runner as runner
+
+        runner.init_decode_worker = functools.partial(_init_fixed_threads, threads=a.decode_threads)
     dev = torch.device(a.device)
     fm = FeatureModel(cfg, "rgb", None, dev)
     fm(torch.zeros(a.batch, 1, 8, a.crop_size, a.crop_size, 3, dtype=torch.uint8))  # warm up
@@ -177,6 +181,13 @@ class GpuUtilisation:
             self._stop.set()
             self._thread.join()
             self.mean = statistics.mean(self.samples) if self.samples else None
+
+
+def _init_fixed_threads(worker_id: int, workers: int = 1, threads: int = 0) -> None:
+    from extract.decoders import init_decode_worker, set_decode_threads
+
+    init_decode_worker(worker_id, workers)
+    set_decode_threads(threads)
 
 
 def _mmaction_setup(a):
@@ -265,7 +276,8 @@ def run_child(measure: str, clip: Path, a) -> dict:
     cmd = [sys.executable, __file__, "--child", measure, "--clip", str(clip),
            "--videos", str(a.videos), "--backbone", a.backbone, "--short-side", str(a.short_side),
            "--crop-size", str(a.crop_size), "--workers", str(a.workers), "--threads", str(a.threads),
-           "--decoder", a.decoder, "--device", a.device, "--batch", str(a.batch)] + (
+           "--decoder", a.decoder, "--device", a.device, "--batch", str(a.batch),
+           "--decode-threads", str(a.decode_threads)] + (
                ["--cpu-amp"] if a.cpu_amp else [])
     env = dict(os.environ, CPRCLIP_NO_PROGRESS="1", CPRCLIP_LOG="WARNING")
     busy0, kids0, t0 = _machine_busy(), _cpu_children(), time.perf_counter()
@@ -349,8 +361,16 @@ MEASURES = ("floor", "ours", "mmaction2", "mmaction2+loader")
 PEERS = ("mmaction2", "mmaction2+loader", "floor")
 
 
+def threads_text(a) -> str:
+    if a.decode_threads == 0:
+        return "FFmpeg's own decoder threads in each"
+    if a.decode_threads > 0:
+        return f"{a.decode_threads} decoder thread(s) each"
+    return "one decoder thread each" if a.workers >= 2 else "FFmpeg's own decoder threads"
+
+
 def precision(a) -> str:
-    if getattr(a, "cuda", False):
+    if a.cuda:
         return "bf16 autocast on CUDA"
     return f"{'bf16' if a.cpu_amp else 'fp32'} on CPU"
 
@@ -369,7 +389,7 @@ def render(a, rows, took: float, others: list[float]) -> str:
         f"ultrafast, yuv420p); backbone {a.backbone}, 8 segments (TSN test sampling), short "
         f"side {a.short_side}, centre crop {a.crop_size}, RGB. Each figure is the median of "
         f"{a.repeats} runs in fresh processes, each over {a.videos} videos; imports and model "
-        f"building are not timed. Ours: {a.workers} decode worker(s) (one decoder thread each), "
+        f"building are not timed. Ours: {a.workers} decode worker(s) ({threads_text(a)}), "
         f"batch of {a.batch} video(s), torch threads {a.threads}, {precision(a)}. "
         f"mmaction2 (fp32, on {a.device}): its test pipeline "
         "(DecordInit with its default 1 thread) and `test_step`, one process; "
@@ -413,6 +433,9 @@ def main() -> int:
                    help="auto (cuda when present), cpu or cuda[:N]: where the models run; "
                         "ours uses bf16 autocast on CUDA, mmaction2 its fp32 test_step")
     p.add_argument("--batch", type=int, default=1, help="ours: videos per forward")
+    p.add_argument("--decode-threads", type=int, default=-1,
+                   help="ours: decoder threads in every worker; -1 (default) = the pipeline's "
+                        "rule (1 each when workers >= 2), 0 = FFmpeg's own choice")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "cprclip-bench"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -458,7 +481,8 @@ def main() -> int:
         rows.append((g, med, cpu, rss, kids))
     took = time.time() - t_all
     section = render(a, rows, took, others)
-    title = f"{a.backbone} at {a.crop_size}, decoder {a.decoder}, {precision(a)}"
+    title = f"{a.backbone} at {a.crop_size}, decoder {a.decoder}, {precision(a)}" + (
+        f", decode threads {a.decode_threads}" if a.decode_threads >= 0 else "")
     sys.stdout.write(f"### {title}\n\n{section}\n")
     if not a.no_write:
         write_section(Path(a.out), title, section)

@@ -25,9 +25,8 @@ The decoders, picked by name from :data:`DECODERS`:
 Threads: each reader lets FFmpeg decode with about one thread per core (frame threads) unless
 :func:`set_decode_threads` says otherwise. Decode workers that each handle their own video
 (``workers >= 2``) set it to 1 through :func:`init_decode_worker`: the workers already fill the
-cores, and frame threads on top only oversubscribe them (on 2 cores, 4K H.264: 22% less wall
-time per video end to end at GOP 25, 16% at GOP 250; docs/extract.md). Threads never change
-the decoded pixels.
+cores, and frame threads on top only oversubscribe them (on 2 cores, 4K H.264: 9-16% less wall
+time per video end to end; docs/benchmarks.md). Threads never change the decoded pixels.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def _bench():
 
 ARGS = argparse.Namespace(seconds=10, backbone="tsn_r18", short_side=256, crop_size=224,
                           repeats=3, videos=6, workers=2, threads=2, cpu_amp=False, batch=1,
-                          device="cpu", cuda=False)
+                          device="cpu", cuda=False, decode_threads=-1)
 
 
 def _rows():
