@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate import metrics as M
-from pipeline.atomic import write_atomic
+from pipeline.atomic import save_figure_png, write_atomic
 from pipeline.taxonomy import CLASSES
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ def plot_per_class_ap(entries: list[Entry], out: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(n, 3), frameon=False)
     fig.tight_layout()
-    _save_png(fig, out, bbox_inches="tight")
+    save_figure_png(fig, out, bbox_inches="tight")
     return out
 
 
@@ -223,7 +222,7 @@ def plot_pr_curves(entries: list[Entry], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    _save_png(fig, out)
+    save_figure_png(fig, out)
     return out
 
 
@@ -259,7 +258,7 @@ def plot_pr_per_class(entry: Entry, out: Path) -> Path:
     fig.suptitle(f"Per-class precision–recall (test, per video): {entry.label}\n"
                  "dotted line: share of test clips with the class (chance)", fontsize=13)
     fig.tight_layout()
-    _save_png(fig, out)
+    save_figure_png(fig, out)
     return out
 
 
@@ -291,7 +290,7 @@ def plot_cooccurrence(entry: Entry, out: Path) -> Path:
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.set_label("share of clips with the true error")
     fig.tight_layout()
-    _save_png(fig, out)
+    save_figure_png(fig, out)
     return out
 
 
@@ -316,7 +315,7 @@ def plot_map_by_errors(entries: list[Entry], out: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
-    _save_png(fig, out, bbox_inches="tight")
+    save_figure_png(fig, out, bbox_inches="tight")
     return out
 
 
@@ -450,15 +449,3 @@ def _view_table(entries: list[Entry]) -> tuple[list[str], list[list[str]]] | Non
                     + [_pct(_get(bv, (v, "map"))) for v in views]
                     + [_pct(_get(bv, (v, "mmit_map"))) for v in views])
     return header, rows
-
-
-def _save_png(fig, out: Path, **kw) -> None:
-    """Render ``fig`` as PNG in memory, close it, and write ``out`` atomically."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", **kw)
-    finally:
-        plt.close(fig)
-    write_atomic(out, buf.getvalue())

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from evaluate import metrics as M
-from evaluate.report import (Entry, comparison_rows, decision_rows, text_table,
-                             write_report)
+from evaluate.report import Entry, comparison_rows, decision_rows, text_table, write_report
 from pipeline.atomic import write_atomic
 from pipeline.config import to_dict
 from pipeline.features import FeatureSet, join, read_features

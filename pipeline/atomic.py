@@ -1,6 +1,7 @@
-"""Complete-or-absent file writes shared by the stages (finetune runs, eval reports)."""
+"""Complete-or-absent file writes shared by the stages (finetune runs, eval reports, plots)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -18,3 +19,16 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview | str) -> None
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def save_figure_png(fig, path: Path, **savefig_kw) -> None:
+    """Render a matplotlib ``fig`` as PNG in memory, close it, and :func:`write_atomic` it, so a
+    plot on disk is never half a PNG."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **savefig_kw)
+    finally:
+        plt.close(fig)
+    write_atomic(path, buf.getvalue())

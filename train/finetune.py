@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.atomic import write_atomic
+from pipeline.atomic import save_figure_png, write_atomic
 from pipeline.config import ConfigError, to_dict, to_json
 from pipeline.taxonomy import CLASSES, NUM_CLASSES
 
@@ -618,10 +618,7 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    save_figure_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
