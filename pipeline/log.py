@@ -30,3 +30,13 @@ def progress(it: Iterable[T], desc: str = "", total: int | None = None,
 
     yield from tqdm(it, desc=desc, total=total, unit=unit, dynamic_ncols=True,
                     mininterval=1.0, file=sys.stderr)
+
+
+def first_line(e: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error's message, at most ``limit`` characters: what a user is told
+    in place of a traceback. An empty message gives the exception's type name."""
+    text = str(e).strip().splitlines()
+    if not text:
+        return type(e).__name__ if isinstance(e, BaseException) else ""
+    line = text[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
