@@ -63,6 +63,11 @@ class FeatureSet:
     features: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def recipe(self) -> "FeatureRecipe":
+        """The typed provenance of the file these rows came from."""
+        return FeatureRecipe.from_attrs(self.attrs)
+
     def __len__(self) -> int:
         return len(self.video_id)
 
@@ -353,3 +358,102 @@ def join(a: FeatureSet, b: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
 def file_attrs(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The typed recipe: how a file's features were made. Every reader uses its fields; only this
+# module knows the attribute keys.
+
+RECIPE_KEYS = ("backbone", "modality", "segments", "seed", "sampling", "crops", "decoder",
+               "feature_dim", "init", "checkpoint_path", "checkpoint_sha256", "precision",
+               "config_json", "code_version", "flow_recipe")
+# what must agree between an existing file and a new extraction into it
+COMPATIBLE_KEYS = ("backbone", "modality", "segments", "checkpoint_sha256", "init", "seed",
+                   "sampling", "crops", "decoder")
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """The provenance attributes of a feature file, typed.
+
+    ``init`` is ``"checkpoint"`` (weights from ``checkpoint_path``, whose sha256 is
+    ``checkpoint_sha256``) or ``"random"`` (seeded random weights). ``config_json`` is the
+    resolved ``[extract]`` config that made the file; ``flow_recipe`` the flow stage's recipe
+    line (flow files only).
+    """
+
+    backbone: str
+    modality: str
+    segments: int
+    init: str = "random"
+    checkpoint_path: str = ""
+    checkpoint_sha256: str = "random-init"
+    seed: int = 0
+    sampling: str = ""
+    crops: str = ""
+    decoder: str = "auto"
+    feature_dim: int = 0
+    precision: str = "fp32"
+    config_json: str = "{}"
+    code_version: str = ""
+    flow_recipe: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # attributes this code does not know
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved extract config that made the file ({} when unreadable)."""
+        try:
+            out = json.loads(self.config_json or "{}")
+        except (TypeError, ValueError):
+            return {}
+        return out if isinstance(out, dict) else {}
+
+    @property
+    def random_init(self) -> bool:
+        return str(self.init).strip().lower().startswith("random")
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The HDF5 attributes to write (``schema_version`` is added by the writer)."""
+        out = {k: getattr(self, k) for k in RECIPE_KEYS}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> "FeatureRecipe":
+        known = {k: attrs[k] for k in RECIPE_KEYS if k in attrs}
+        extra = {k: v for k, v in attrs.items() if k not in RECIPE_KEYS and k != "schema_version"}
+        for k in ("segments", "seed", "feature_dim"):
+            if k in known:
+                try:
+                    known[k] = int(known[k])
+                except (TypeError, ValueError):
+                    raise FeatureStoreError(f"attribute {k}={known[k]!r} is not an integer") from None
+        for k in ("backbone", "modality", "segments"):
+            if k not in known:
+                raise FeatureStoreError(f"feature file attributes lack {k!r}")
+        known = {k: (v if k in ("segments", "seed", "feature_dim") else str(v)) for k, v in known.items()}
+        return cls(**known, extra=extra)
+
+    def differences(self, other: "FeatureRecipe") -> list[tuple[str, Any, Any]]:
+        """``(key, mine, other's)`` for each compatibility key that differs."""
+        return [(k, getattr(self, k), getattr(other, k)) for k in COMPATIBLE_KEYS
+                if str(getattr(self, k)) != str(getattr(other, k))]
+
+
+def is_random_init(recipe: "FeatureRecipe | dict[str, Any]") -> bool:
+    """Whether a feature file's backbone had random weights."""
+    if isinstance(recipe, FeatureRecipe):
+        return recipe.random_init
+    return str(recipe.get("init", "")).strip().lower().startswith("random")
+
+
+def read_feature_recipe(path: str | Path) -> FeatureRecipe:
+    """The recipe of a feature file, without reading its rows."""
+    try:
+        return FeatureRecipe.from_attrs(file_attrs(path))
+    except FeatureStoreError as e:
+        raise FeatureStoreError(f"{path}: {e}") from None
+    except FileNotFoundError:
+        raise FeatureStoreError(f"{path}: feature file not found") from None
+    except OSError as e:
+        raise FeatureStoreError(f"{path}: not a readable HDF5 file ({e})") from None
