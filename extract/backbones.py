@@ -27,10 +27,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
+
+# 5 stacked (x, y) flow pairs per segment -> 10 input channels, as in TSN's flow stream
+from pipeline.features import FLOW_CLIP_LEN
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ FLOW_MEAN, FLOW_STD = 128.0, 128.0  # flow stored as uint8 around 128 (see extra
 # OpenAI CLIP's normalisation, scaled to 0-255.
 CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
 CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
-FLOW_CLIP_LEN = 5  # 5 stacked (x, y) pairs -> 10 input channels, as in TSN's flow stream
 
 
 class WeightsError(RuntimeError):
@@ -173,6 +175,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "clip_vitb16": BackboneSpec("clip_vitb16", "clip", 0, 512, ("rgb",), _build_clip,
                                 fixed_input=224),
 }
+# The names above as a type, so a config's ``backbone`` field is a checked choice
+# (tests/extract/test_extract_backbones.py keeps the two in step).
+BackboneName = Literal["tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16"]
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -208,7 +213,10 @@ def build_recognizer(name: str, modality: str, num_classes: int = 14, num_segmen
     return model
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` read with
+    ``torch.load(weights_only=True)`` (``["state_dict"]`` taken when present); never unpickles
+    arbitrary objects. Raises WeightsError naming the file."""
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
@@ -251,7 +259,7 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     from pipeline.provenance import sha256_file
 
     path = Path(path)
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     own = model.state_dict()
     if isinstance(model, ClipFrameModel) and not any(k in own for k in sd):
@@ -294,25 +302,24 @@ def frame_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1)
 
 
-def finetuned_checkpoint_path(runs_dir: str | Path, backbone: str, modality: str) -> Path:
-    """Where the finetune stage writes its weights: runs/finetune/<backbone>-<modality>/."""
-    return Path(runs_dir) / "finetune" / f"{backbone}-{modality}" / "checkpoint.safetensors"
-
-
-def resolve_checkpoint(checkpoint: str, runs_dir: str | Path, backbone: str,
-                       modality: str) -> Path | None:
+def resolve_checkpoint(checkpoint: str, auto: Path, backbone: str, modality: str) -> Path | None:
     """The extract config's ``checkpoint`` value -> a file or None (random init).
 
-    ``"auto"``: the finetune stage's file when it exists, else random init. ``"none"``: random
+    ``"auto"``: the finetune stage's file ``auto`` (``pipeline.features.finetuned_checkpoint_path``)
+    when it exists, else random init. ``"none"``: random
     init. Anything else: that file, which must exist. ``{modality}``/``{backbone}`` in a path
     are filled in, so one config line can serve both streams.
     """
     value = (checkpoint or "none").strip()
     if value.lower() == "auto":
-        p = finetuned_checkpoint_path(runs_dir, backbone, modality)
+        p = Path(auto)
         if p.is_file():
             return p
-        log.info("checkpoint=auto: %s does not exist, using random init", p)
+        # A warning, not info: features from random weights say little, and the user may
+        # simply have forgotten to run finetune first.
+        log.warning("checkpoint=auto looked for the finetuned %s-%s weights at %s and found "
+                    "none: using RANDOM weights (run 'cprclip finetune' first, or set "
+                    "checkpoint=PATH)", backbone, modality, p)
         return None
     if value.lower() in ("none", ""):
         return None

@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -450,6 +450,8 @@ DECODERS: dict[str, Callable[..., VideoReader]] = {
     "pyav": PyAVReader,
     "torchcodec": TorchCodecReader,
 }
+# A config's ``decoder`` choice: a name above, or ``auto`` (:func:`auto_decoder`).
+DecoderChoice = Literal["auto", "decord", "pyav", "torchcodec"]
 
 
 def available_decoders() -> list[str]:

@@ -8,7 +8,8 @@ Storage:
 
 - (a) CPR-Coach / mmaction2 rawframes: a folder with ``x_00001.jpg``, ``y_00001.jpg``, ... (one
   grey JPEG per component and flow frame, 1-based). Read by :class:`RawFrameFlowReader`.
-- (b) a flow *video*, what ``cprclip flow`` writes: R = x, G = y, B = 128, encoded with
+- (b) a flow *video*, what ``cprclip flow`` writes (and lists in ``<flow_dir>/index.csv``,
+  :func:`pipeline.manifest.write_flow_index`): R = x, G = y, B = 128, encoded with
   ``libx264rgb -qp 0`` (lossless RGB H.264 that decord decodes exactly), so a round trip changes
   no quantised value and the float flow by at most half a level. Its ``comment`` metadata holds
   the recipe (method, bound, short side). Read by :class:`VideoFlowReader` (decord by default).
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.decoders import DecodeError, _first_line, open_video, short_side_size, upright
+from extract.decoders import DecodeError, open_video, short_side_size, upright
+from pipeline.log import first_line
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def gray_frames(src: str | Path, short_side: int | None = None) -> Iterator[np.n
     try:
         c = av.open(str(src))
     except Exception as e:  # noqa: BLE001
-        raise DecodeError(f"{src}: not a readable video ({_first_line(e)})") from None
+        raise DecodeError(f"{src}: not a readable video ({first_line(e, 200)})") from None
     with c:
         if not c.streams.video:
             raise DecodeError(f"{src}: no video stream")
@@ -135,7 +137,7 @@ def gray_frames(src: str | Path, short_side: int | None = None) -> Iterator[np.n
                 # video as landscape plus a rotation), so flow and rgb frames line up.
                 yield upright(fr.to_ndarray(width=w, height=h, format="gray"), fr)
         except Exception as e:  # noqa: BLE001
-            raise DecodeError(f"{src}: decoding failed ({_first_line(e)})") from None
+            raise DecodeError(f"{src}: decoding failed ({first_line(e, 200)})") from None
 
 
 def _video_fps(src: Path) -> float:

@@ -3,10 +3,13 @@
     cprclip flow --config configs/synthetic.toml [key=value ...]
 
 For each row whose ``flow`` column is empty (or points to a missing file) it computes flow with
-:func:`extract.flow.compute_flow_video` into ``<flow_dir>/<video_id>.mp4`` (atomically; existing
-files are reused, so a rerun does no work), in a process pool, and then rewrites the manifest's
-``flow`` column. Videos that fail are logged and listed; exit code 1 if any failed. A full
-disk stops the run with one line naming the file (exit 2); finished flow videos are kept.
+:func:`extract.flow.compute_flow_video` into ``<flow_dir>/<video_id>.mp4`` (atomically), in a
+process pool, and records it in ``<flow_dir>/index.csv`` (video_id, flow file, recipe, source
+size and mtime). The manifest is never rewritten: the manifest loader fills a row's ``flow`` from
+the index (:func:`pipeline.manifest.resolve_flow`). A rerun does no work for videos whose
+indexed flow is current (same source file, same recipe); a file left by a killed run is reused
+when its recipe matches. Videos that fail are logged and listed; exit code 1 if any failed. A
+full disk stops the run with one line naming the file (exit 2); finished flow videos are kept.
 """
 from __future__ import annotations
 
@@ -19,32 +22,40 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 log = logging.getLogger(__name__)
+
+
+# x264's presets: lossless output either way, they trade speed for file size
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                     "slower", "veryslow", "placebo"]
+# the names of extract.flow.FLOW_METHODS (tests/extract/test_extract_flow.py keeps them in step)
+FlowMethod = Literal["farneback", "tvl1", "dis"]
 
 
 @dataclass(frozen=True)
 class FlowConfig:
     """``[flow]`` of a config TOML. Defaults are the real-scale (CPR-Coach) recipe."""
 
+    SECTION: ClassVar[str] = "flow"
+
     manifest: str = "data/cpr_coach/manifest.csv"  # from [common]
-    method: str = "tvl1"  # CPR-Coach's flow; farneback is the fast demo choice
-    short_side: int = 256  # flow at short side 256, as CPR-Coach / mmaction2 rawframes
+    method: FlowMethod = "tvl1"  # CPR-Coach's flow; farneback is the fast demo choice
+    short_side: int = 256  # flow at short side 256, as CPR-Coach / mmaction2 rawframes; 0 = as stored
     bound: float = 20.0  # px/frame clipped before uint8 quantisation (denseflow's bound)
     flow_dir: str = ""  # "" -> <manifest folder>/flow
     workers: int = 2  # processes; each computes one video single-threaded
-    preset: str = "ultrafast"  # x264 preset: lossless either way, only speed vs size
+    preset: X264Preset = "ultrafast"  # x264 preset: lossless either way, only speed vs size
     allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
 
-    def validate(self) -> None:
-        from extract.flow import FLOW_METHODS
-        from pipeline.config import ConfigError
+    def __post_init__(self) -> None:
+        from pipeline.config import check_fields, check_range
 
-        if self.method not in FLOW_METHODS:
-            raise ConfigError(f"[flow] key 'method': {self.method!r} is not one of "
-                              f"{', '.join(FLOW_METHODS)}")
-        if self.workers < 1 or self.short_side < 0 or self.bound <= 0:
-            raise ConfigError("[flow] workers must be >= 1, short_side >= 0, bound > 0")
+        check_fields(self)
+        check_range(self, "workers", ge=1)
+        check_range(self, "short_side", ge=0)
+        check_range(self, "bound", gt=0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,36 +109,77 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _plan(records, flow_dir: Path, index: dict, want: str):
+    """Split the rows without a usable manifest flow into (kept index entries, jobs, failures).
+
+    Reused: an index entry made from the same video with the same recipe whose file exists; or
+    a complete flow video of an earlier, killed run (no index entry yet) with the same recipe.
+    """
+    from extract.flow import read_recipe
+    from pipeline.manifest import flow_entry
+    from pipeline.paths import UnsafeNameError, safe_child
+
+    keep, jobs, failed = {}, [], []
+    for r in records:
+        try:
+            # The one containment check for an output path made from a video_id.
+            dst = safe_child(flow_dir, r.video_id, ".mp4")
+        except UnsafeNameError as e:
+            log.error("flow: %s: %s", r.video_id, e)
+            failed.append((r.video_id, str(e)))
+            continue
+        e = index.get(r.video_id)
+        if e is not None and e.flow == dst.resolve() and dst.is_file():
+            if e.is_current(r.path) and e.recipe == want:
+                keep[r.video_id] = e
+                continue
+            log.info("flow: %s: %s changed since its flow was computed; computing it again",
+                     r.video_id, "the video" if not e.is_current(r.path) else "the recipe")
+        elif e is None and dst.is_file() and dst.stat().st_size > 0 and read_recipe(dst) == want \
+                and r.path.is_file():
+            keep[r.video_id] = flow_entry(r.video_id, dst, want, r.path)  # a killed run's work
+            continue
+        jobs.append((r.video_id, str(r.path), str(dst)))
+    return keep, jobs, failed
+
+
 def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
     """Returns (computed, reused, already set, [(video_id, reason) failed]).
 
     Raises :class:`FlowWriteError` when the disk fills up: the flow videos finished before are
-    kept (and recorded in the manifest), the one being written is removed, a rerun goes on."""
+    kept (and recorded in the index when it still fits; a rerun reuses them either way), the
+    one being written is removed, a rerun goes on."""
+    from extract.flow import recipe
     from pipeline.log import progress
-    from pipeline.manifest import ManifestError, parse_manifest, with_flow, write_manifest
+    from pipeline.manifest import (ManifestError, default_flow_dir, flow_entry, parse_manifest,
+                                   read_flow_index)
 
     manifest = Path(cfg.manifest)
+    # The manifest alone: which rows name their own flow. The index is read below.
     records, errors = parse_manifest(manifest, check_files=False,
-                                     allow_outside_root=cfg.allow_outside_root)
+                                     allow_outside_root=cfg.allow_outside_root,
+                                     use_flow_index=False)
     if errors:
         raise ManifestError(errors[0])
-    flow_dir = Path(cfg.flow_dir) if cfg.flow_dir else manifest.parent / "flow"
+    flow_dir = Path(cfg.flow_dir) if cfg.flow_dir else default_flow_dir(manifest)
     if flow_dir.is_dir():  # hidden *.tmp files of a killed run (their pid is gone)
         from pipeline.features import remove_stale_tmp
 
         remove_stale_tmp(flow_dir)
+    if cfg.flow_dir and flow_dir.resolve() != default_flow_dir(manifest).resolve():
+        log.warning("flow: flow_dir %s is not the default %s; extract and finetune find these "
+                    "flow videos only when given the same flow_dir", flow_dir,
+                    default_flow_dir(manifest))
+    index = read_flow_index(flow_dir)
     have = [r for r in records if r.flow is not None and r.flow.exists()]
     todo = [r for r in records if not (r.flow is not None and r.flow.exists())]
-    flows: dict[str, Path] = {}
-    jobs = []
-    for r in todo:
-        dst = flow_dir / f"{r.video_id}.mp4"
-        if dst.is_file() and dst.stat().st_size > 0:  # written by an earlier, interrupted run
-            flows[r.video_id] = dst
-        else:
-            jobs.append((r.video_id, str(r.path), str(dst)))
-    reused = len(flows)
-    failed: list[tuple[str, str]] = []
+    want = recipe(cfg.method, cfg.bound, cfg.short_side or None)
+    keep, jobs, failed = _plan(todo, flow_dir, index, want)
+    reused = len(keep)
+    entries = dict(index)  # entries of other manifests sharing this flow_dir stay
+    entries.update(keep)
+    by_id = {r.video_id: r for r in todo}
+    new: dict = {}
     if jobs:
         log.info("flow: %d video(s) to compute with %s at short side %s, %d worker(s) -> %s",
                  len(jobs), cfg.method, cfg.short_side or "native", cfg.workers, flow_dir)
@@ -138,6 +190,7 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
                                  initializer=_init_worker) as pool:
             futs = [pool.submit(_one, vid, src, dst, cfg.method, cfg.short_side, cfg.bound,
                                 cfg.preset) for vid, src, dst in jobs]
+            ok = False
             try:
                 for fut in progress(as_completed(futs), desc="flow", total=len(futs), unit="video"):
                     vid, dst, n, err, full = fut.result()
@@ -147,19 +200,35 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
                         log.error("flow: %s: %s", vid, err)
                         failed.append((vid, err))
                     else:
-                        flows[vid] = Path(dst)
+                        new[vid] = flow_entry(vid, Path(dst), want, by_id[vid].path)
+                ok = True
             except BaseException:
                 for f in futs:
                     f.cancel()
                 raise
             finally:
                 # Record what is done even when interrupted, so nothing computed is lost.
-                if flows:
-                    write_manifest(manifest, with_flow(records, flows))
-        log.info("flow: %d computed in %.1f s", len(jobs) - len(failed), time.time() - t0)
-    elif flows:
-        write_manifest(manifest, with_flow(records, flows))
-    return len(jobs) - len(failed), reused, len(have), failed
+                _write_index(flow_dir, {**entries, **new}, entries != index or bool(new), ok)
+        log.info("flow: %d computed in %.1f s", len(new), time.time() - t0)
+    else:
+        _write_index(flow_dir, entries, entries != index, True)
+    return len(new), reused, len(have), failed
+
+
+def _write_index(flow_dir: Path, entries: dict, changed: bool, raise_errors: bool) -> None:
+    """Write the index when it changed. While another error is on its way out (a full disk),
+    a failed index write is only logged: the flow videos stay, and a rerun reuses them."""
+    from pipeline.manifest import write_flow_index
+
+    if not changed:
+        return
+    try:
+        write_flow_index(flow_dir, entries.values())
+    except OSError as e:
+        if raise_errors:
+            raise
+        # The reason is already the run's one error line; say only what it means here.
+        log.warning("flow: %s not updated; a rerun reuses the finished flow videos", e.filename)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -172,8 +241,11 @@ def main(args: argparse.Namespace) -> int:
     except ManifestError as e:
         log.error("%s", e)
         return 2
-    except (FlowWriteError, OSError) as e:  # OSError: e.g. the manifest cannot be rewritten
+    except FlowWriteError as e:
         log.error("flow: %s", e)
+        return 2
+    except OSError as e:  # e.g. the index cannot be written
+        log.error("flow: %s: cannot write (%s)", e.filename or "?", e.strerror or e)
         return 2
     text = (f"flow: {computed} computed, {reused} reused from {cfg.flow_dir or 'flow/'}, "
             f"{had} already in the manifest, {len(failed)} failed")

@@ -35,29 +35,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from extract.backbones import (BACKBONES, FLOW_CLIP_LEN, WeightsError, check_modality,
-                               frame_features, get_spec, load_backbone, resolve_checkpoint)
-from extract.decoders import DECODERS, DecodeError, init_decode_worker, open_video
+from extract.backbones import (BACKBONES, BackboneName, WeightsError,
+                               check_modality, frame_features, get_spec, load_backbone,
+                               resolve_checkpoint)
+from extract.decoders import DecodeError, DecoderChoice, init_decode_worker, open_video
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
-from extract.transforms import CROPS, NUM_VIEWS, spatial_views, stack_flow, to_model_input
-from pipeline.config import ConfigError, build, to_json
-from pipeline.features import (FeatureStoreError, ShardWriter, consolidate, done_video_ids,
-                               feature_path, file_attrs, shard_dir)
+from extract.transforms import NUM_VIEWS, Crop, spatial_views, stack_flow, to_model_input
+from pipeline.config import build, check_device, check_fields, check_range, key_error, to_json
+from pipeline.features import (FeatureRecipe, FeatureStoreError, Modality, ShardWriter,
+                               clip_len, consolidate, done_video_ids, feature_path,
+                               finetuned_checkpoint_path, read_feature_recipe, shard_dir)
 from pipeline.manifest import ManifestError, VideoRecord, parse_manifest
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("rgb", "flow")
 FAILURE_COLUMNS = ("video_id", "path", "reason")
-# Attributes that must agree before new rows may join an existing feature file.
-RECIPE_ATTRS = ("backbone", "modality", "segments", "checkpoint_sha256", "init", "seed",
-                "sampling", "crops", "decoder")
 
 
 class ExtractError(RuntimeError):
@@ -68,19 +66,21 @@ class ExtractError(RuntimeError):
 class ExtractConfig:
     """``[extract]`` of a config TOML. Defaults are the real-scale (CPR-Coach) recipe."""
 
+    SECTION: ClassVar[str] = "extract"
+
     dataset: str = "cpr_coach"  # from [common]: names features/<dataset>/
     manifest: str = "data/cpr_coach/manifest.csv"  # from [common]
     features_dir: str = "features"  # from [common]
-    runs_dir: str = "runs"  # from [common]: where checkpoint="auto" finds fine-tuned weights
+    finetune_dir: str = "finetuned"  # from [common]: where checkpoint="auto" finds fine-tuned weights
     seed: int = 0  # from [common]: random init when there is no checkpoint
-    backbone: str = "tsn_r50"  # CPR-CLIP uses TSN R50 features (2048-d)
-    modalities: tuple[str, ...] = ("rgb", "flow")  # the two TSN streams
+    backbone: BackboneName = "tsn_r50"  # CPR-CLIP uses TSN R50 features (2048-d)
+    modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams
     segments: int = 8  # T: CPR-CLIP's 8 segments per video
     short_side: int = 256  # TSN test recipe: short side 256 ...
-    crop: str = "center"  # ... then one centre crop (three/ten/multiscale cost 3-10x)
+    crop: Crop = "center"  # ... then one centre crop (three/ten/multiscale cost 3-10x)
     crop_size: int = 224  # ... of 224, the ImageNet input size of the backbone
-    decoder: str = "auto"  # auto: decord (fast seeks) for short videos, pyav for long ones (bounded memory)
-    checkpoint: str = "auto"  # auto: runs/finetune/<backbone>-<modality>/ if present; none; PATH
+    decoder: DecoderChoice = "auto"  # auto: decord (fast seeks) for short videos, pyav for long ones (bounded memory)
+    checkpoint: str = "auto"  # auto: finetuned/<dataset>/<backbone>-<modality>/ if present; none; PATH
     batch_videos: int = 8  # B videos per forward: 8 x 8 frames keeps a GPU busy, CPU RAM small
     workers: int = 2  # decode processes; decoding costs more than the model on 4K
     device: str = "auto"  # auto: cuda when present, else cpu
@@ -90,36 +90,28 @@ class ExtractConfig:
     rows_per_shard: int = 64  # a crash loses at most this many videos of work
     allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
 
-    def validate(self) -> None:
-        def bad(key: str, msg: str) -> ConfigError:
-            return ConfigError(f"[extract] key '{key}': {msg}")
-
-        if self.backbone not in BACKBONES:
-            raise bad("backbone", f"{self.backbone!r} is not one of {', '.join(BACKBONES)}")
+    def __post_init__(self) -> None:
+        check_fields(self)
         if not self.modalities:
-            raise bad("modalities", "empty; choose from rgb, flow")
+            raise key_error(self, "modalities", "empty; choose from rgb, flow")
+        takes = BACKBONES[self.backbone].modalities
         for m in self.modalities:
-            if m not in MODALITIES:
-                raise bad("modalities", f"{m!r} is not one of {', '.join(MODALITIES)}")
-            if m not in BACKBONES[self.backbone].modalities:
-                raise bad("modalities", f"backbone {self.backbone} takes only "
-                                        f"{', '.join(BACKBONES[self.backbone].modalities)}")
-        if self.crop not in CROPS:
-            raise bad("crop", f"{self.crop!r} is not one of {', '.join(CROPS)}")
-        if self.decoder != "auto" and self.decoder not in DECODERS:
-            raise bad("decoder", f"{self.decoder!r} is not one of auto, {', '.join(DECODERS)}")
+            if m not in takes:
+                raise key_error(self, "modalities", f"backbone {self.backbone} takes only "
+                                                    f"{', '.join(takes)}")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise key_error(self, "modalities", f"{','.join(self.modalities)} names a stream twice")
         for key in ("segments", "batch_videos", "rows_per_shard", "short_side", "crop_size"):
-            if getattr(self, key) < 1:
-                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.workers < 0:
-            raise bad("workers", f"must be >= 0, got {self.workers}")
+            check_range(self, key, ge=1)
+        check_range(self, "workers", ge=0)
+        check_range(self, "min_frames", ge=0)
         if self.crop_size > self.short_side:
-            raise bad("crop_size", f"{self.crop_size} is larger than short_side {self.short_side}")
+            raise key_error(self, "crop_size",
+                            f"{self.crop_size} is larger than short_side {self.short_side}")
         fixed = BACKBONES[self.backbone].fixed_input
         if fixed and self.crop_size != fixed:
-            raise bad("crop_size", f"backbone {self.backbone} needs crop_size {fixed}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise bad("device", f"{self.device!r} is not auto, cpu, cuda or cuda:N")
+            raise key_error(self, "crop_size", f"backbone {self.backbone} needs crop_size {fixed}")
+        check_device(self)
 
 
 def config_from_json(text: str) -> ExtractConfig:
@@ -129,20 +121,23 @@ def config_from_json(text: str) -> ExtractConfig:
     return build(ExtractConfig, {k: v for k, v in data.items() if k in known}, "config_json")
 
 
-def clip_len(modality: str) -> int:
-    return FLOW_CLIP_LEN if modality == "flow" else 1
+def make_recipe(cfg: ExtractConfig, modality: str, checkpoint: Path | None,
+                precision: str, flow_recipe: str = "") -> FeatureRecipe:
+    """How this run makes ``modality`` features: what the feature file records, and what a
+    rerun into the same file must match (:data:`pipeline.features.COMPATIBLE_KEYS`)."""
+    from pipeline.provenance import code_version, sha256_file
 
-
-def recipe_attrs(cfg: ExtractConfig, modality: str) -> dict[str, Any]:
-    """The attributes that describe how features were made (without the checkpoint)."""
     L = clip_len(modality)
-    return dict(
+    return FeatureRecipe(
         backbone=cfg.backbone, modality=modality, segments=cfg.segments, seed=cfg.seed,
         sampling=describe(cfg.segments, L, "test"),
         crops=f"{cfg.crop} crop_size={cfg.crop_size} short_side={cfg.short_side} "
               f"views={NUM_VIEWS[cfg.crop]} (features averaged over views)",
         decoder=cfg.decoder, feature_dim=get_spec(cfg.backbone).feature_dim,
-    )
+        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else "random-init",
+        checkpoint_path=str(checkpoint.resolve()) if checkpoint else "",
+        init="checkpoint" if checkpoint else "random", precision=precision,
+        config_json=to_json(cfg), code_version=code_version(), flow_recipe=flow_recipe)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,24 +280,24 @@ def _append_failures(path: Path, rows: list[tuple[str, str, str]]) -> None:
         f.write(buf.getvalue())
 
 
-def _existing_attrs(path: Path) -> dict[str, Any] | None:
+def _existing_recipe(path: Path) -> FeatureRecipe | None:
+    """The recipe of what is already stored for ``path`` (final file, else a closed shard)."""
     if path.exists():
-        return file_attrs(path)
+        return read_feature_recipe(path)
     d = shard_dir(path)
     shards = sorted(d.glob("shard-*.h5")) if d.is_dir() else []
-    return file_attrs(shards[0]) if shards else None
+    return read_feature_recipe(shards[0]) if shards else None
 
 
-def _check_compatible(path: Path, attrs: dict[str, Any]) -> None:
-    old = _existing_attrs(path)
+def _check_compatible(path: Path, recipe: FeatureRecipe) -> None:
+    old = _existing_recipe(path)
     if old is None:
         return
-    for k in RECIPE_ATTRS:
-        if k in old and str(old[k]) != str(attrs[k]):
-            raise ExtractError(
-                f"{path}: existing features were made with {k}={old[k]!r}, this run has "
-                f"{attrs[k]!r}; delete {path} (and {shard_dir(path).name}/) to re-extract, or "
-                "set a different features_dir")
+    for key, had, has in old.differences(recipe)[:1]:
+        raise ExtractError(
+            f"{path}: existing features were made with {key}={had!r}, this run has "
+            f"{has!r}; delete {path} (and {shard_dir(path).name}/) to re-extract, or "
+            "set a different features_dir")
 
 
 def _flow_recipe(records: list[VideoRecord]) -> str:
@@ -321,21 +316,15 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     steady state with it); by default one is built here.
     """
     from pipeline.log import progress
-    from pipeline.provenance import code_version, sha256_file
 
     out = feature_path(cfg.features_dir, cfg.dataset, cfg.backbone, modality, cfg.segments)
     res = ModalityResult(modality, out)
-    ckpt = resolve_checkpoint(cfg.checkpoint, cfg.runs_dir, cfg.backbone, modality)
-    attrs = recipe_attrs(cfg, modality)
-    attrs.update(checkpoint_sha256=sha256_file(ckpt) if ckpt else "random-init",
-                 checkpoint_path=str(ckpt.resolve()) if ckpt else "",
-                 init="checkpoint" if ckpt else "random",
-                 precision=("bf16" if (cfg.amp if device.type == "cuda" else cfg.cpu_amp)
-                            else "fp32"),
-                 config_json=to_json(cfg), code_version=code_version())
-    if modality == "flow":
-        attrs["flow_recipe"] = _flow_recipe(records)
-    _check_compatible(out, attrs)
+    ckpt = resolve_checkpoint(cfg.checkpoint, finetuned_checkpoint_path(
+        cfg.finetune_dir, cfg.dataset, cfg.backbone, modality), cfg.backbone, modality)
+    bf16 = cfg.amp if device.type == "cuda" else cfg.cpu_amp
+    recipe = make_recipe(cfg, modality, ckpt, "bf16" if bf16 else "fp32",
+                         _flow_recipe(records) if modality == "flow" else "")
+    _check_compatible(out, recipe)
     done = done_video_ids(out)
     mine = [r for i, r in enumerate(records) if i % world == rank]
     todo = [r for r in mine if r.video_id not in done]
@@ -354,9 +343,9 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
         prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
     batches = iter(loader)  # workers start decoding while the model is built
     fm = model if model is not None else FeatureModel(cfg, modality, ckpt, device)
-    if fm.sha != attrs["checkpoint_sha256"]:
+    if fm.sha != recipe.checkpoint_sha256:
         raise ExtractError(f"model weights {fm.sha[:12]} differ from the recipe's checkpoint")
-    writer = ShardWriter(out, attrs, rank=rank, rows_per_shard=cfg.rows_per_shard)
+    writer = ShardWriter(out, recipe.to_attrs(), rank=rank, rows_per_shard=cfg.rows_per_shard)
     fail_csv = out.parent / "failures.csv"
 
     def per_video() -> Iterator[None]:
@@ -471,36 +460,52 @@ def _lock_output(path: Path, rank: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# For the assistant (evaluate/predict): same features for a new raw video
+# For the assistant (assist/): same features for a new raw video
 
 
-def features_for_videos(video_paths: list[Path], feature_attrs: dict[str, Any], modality: str,
-                        flow_paths: list[Path] | None = None, device: str = "cpu") -> np.ndarray:
-    """Re-create extraction for new videos exactly as recorded in a feature file's attributes.
+def recorded_checkpoint(recipe: FeatureRecipe) -> Path | None:
+    """The backbone checkpoint a feature file's features were made with, checked against the
+    sha256 the file records; None for seeded random weights (re-created from the seed).
 
-    ``feature_attrs``: the attrs of the file the model was trained on (``read_features(...).attrs``
-    or :func:`pipeline.features.file_attrs`); its ``config_json`` gives sampling, crops, decoder,
-    and its checkpoint is re-loaded and checked against ``checkpoint_sha256`` (random init is
-    re-created from the seed). For flow without ``flow_paths``, flow is computed into a temporary
-    folder with the recipe recorded in ``flow_recipe``. Returns (V, T, D) float32.
+    Raises ExtractError naming the checkpoint when it is missing or has changed: features of
+    other weights would not match what a model was trained on.
+    """
+    from pipeline.provenance import sha256_file
+
+    if recipe.init != "checkpoint":
+        return None
+    ckpt = Path(recipe.checkpoint_path)
+    if not ckpt.is_file():
+        raise ExtractError(f"{ckpt}: the checkpoint these features were made with is missing")
+    sha = sha256_file(ckpt)
+    if sha != recipe.checkpoint_sha256:
+        raise ExtractError(f"{ckpt}: sha256 {sha[:12]}… differs from the feature file's "
+                           f"{recipe.checkpoint_sha256[:12]}…")
+    return ckpt
+
+
+def features_for_videos(video_paths: list[Path], recipe: FeatureRecipe | dict[str, Any],
+                        modality: str, flow_paths: list[Path] | None = None,
+                        device: str = "cpu") -> np.ndarray:
+    """Re-create extraction for new videos exactly as a feature file recorded it.
+
+    ``recipe``: the :class:`~pipeline.features.FeatureRecipe` of the file the model was trained
+    on (``FeatureSet.recipe``, :func:`pipeline.features.read_feature_recipe`), or that file's
+    attributes as a dict. Its ``config_json`` gives sampling, crops and decoder; its checkpoint
+    is re-loaded and checked against ``checkpoint_sha256`` (random init is re-created from the
+    seed). For flow without ``flow_paths``, flow is computed into a temporary folder with the
+    recorded ``flow_recipe``. Returns (V, T, D) float32.
     Raises ExtractError / VideoFailure with a one-line reason.
     """
     from extract.flow import compute_flow_video, parse_recipe
-    from pipeline.provenance import sha256_file
 
-    if feature_attrs.get("modality") != modality:
-        raise ExtractError(f"feature attrs are for modality {feature_attrs.get('modality')!r}, "
+    if not isinstance(recipe, FeatureRecipe):
+        recipe = FeatureRecipe.from_attrs(recipe)
+    if recipe.modality != modality:
+        raise ExtractError(f"feature attrs are for modality {recipe.modality!r}, "
                            f"asked for {modality!r}")
-    cfg = config_from_json(feature_attrs["config_json"])
-    ckpt = None
-    if feature_attrs.get("init") == "checkpoint":
-        ckpt = Path(feature_attrs.get("checkpoint_path", ""))
-        if not ckpt.is_file():
-            raise ExtractError(f"{ckpt}: the checkpoint these features were made with is missing")
-        sha = sha256_file(ckpt)
-        if sha != feature_attrs["checkpoint_sha256"]:
-            raise ExtractError(f"{ckpt}: sha256 {sha[:12]}… differs from the feature file's "
-                               f"{str(feature_attrs['checkpoint_sha256'])[:12]}…")
+    cfg = config_from_json(recipe.config_json)
+    ckpt = recorded_checkpoint(recipe)
     fm = FeatureModel(cfg, modality, ckpt, pick_device(device))
     video_paths = [Path(p) for p in video_paths]
     out = []
@@ -511,7 +516,7 @@ def features_for_videos(video_paths: list[Path], feature_attrs: dict[str, Any], 
                 if flow_paths is not None:
                     flow = Path(flow_paths[i])
                 else:
-                    rec = parse_recipe(feature_attrs.get("flow_recipe", ""))
+                    rec = parse_recipe(recipe.flow_recipe)
                     if not rec:
                         raise ExtractError("feature attrs have no flow_recipe; pass flow_paths")
                     flow = Path(tmp) / f"{i}.mp4"
@@ -532,5 +537,5 @@ def summary(results: list[ModalityResult], failed: int) -> str:
 
 
 __all__ = ["ExtractConfig", "ExtractError", "VideoFailure", "run", "extract_modality",
-           "features_for_videos", "video_views", "config_from_json", "FeatureStoreError",
-           "WeightsError"]
+           "features_for_videos", "recorded_checkpoint", "video_views", "config_from_json",
+           "FeatureStoreError", "WeightsError"]

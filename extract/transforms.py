@@ -19,12 +19,17 @@ RGB mean (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375); flow 128 / 128.
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import torch
 
 from extract.decoders import short_side_size
 
-CROPS = ("center", "three", "ten", "multiscale")
+# Spatial views per video at test time (mmaction2's CenterCrop / ThreeCrop / TenCrop, and
+# MultiScaleCrop's scales as three centre crops); a config's ``crop`` choice.
+Crop = Literal["center", "three", "ten", "multiscale"]
+CROPS: tuple[str, ...] = get_args(Crop)
 MULTISCALE = (1.0, 0.875, 0.75)
 NUM_VIEWS = {"center": 1, "three": 3, "ten": 10, "multiscale": 3}
 

@@ -20,15 +20,15 @@ DEFAULT_CONFIG = "configs/synthetic.toml"
 # ``main(args) -> int``. A visible table, not a registry: go-to-definition works.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pipeline.info", "versions, decoders, CUDA and ffmpeg found on this machine"),
-    "synth": ("pipeline.synth", "generate the synthetic multi-view CPR dataset"),
+    "synth": ("synth.cli", "generate the synthetic multi-view CPR dataset"),
     "manifest": ("pipeline.manifest_cli", "check a manifest and summarise it"),
     "flow": ("extract.flow_cli", "compute optical flow videos for a manifest"),
-    "finetune": ("train.finetune_cli", "train the TSN/TSM backbone on single-class videos"),
+    "finetune": ("finetune.cli", "train the TSN/TSM backbone on single-class videos"),
     "extract": ("extract.cli", "extract per-segment features into HDF5"),
     "train": ("train.cli", "train CPR-CLIP, CPR-CLIP+ or a baseline on HDF5 features"),
     "eval": ("evaluate.cli", "evaluate runs and write the report"),
-    "predict": ("evaluate.predict_cli", "errors and advice for the views of one take"),
-    "serve": ("evaluate.serve", "the assistant as a web page and HTTP API (127.0.0.1:8000)"),
+    "predict": ("assist.cli", "errors and advice for the views of one take"),
+    "serve": ("assist.server", "the assistant as a web page and HTTP API (127.0.0.1:8000)"),
 }
 
 

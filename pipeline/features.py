@@ -1,4 +1,4 @@
-"""The HDF5 feature store (DESIGN.md, "Feature store"). The only module that knows HDF5 keys.
+"""The HDF5 feature store (docs/design.md, "Feature store"). The only module that knows HDF5 keys.
 
 Layout of one file ``features/<dataset>/<backbone>-<modality>-<T>seg.h5``:
 
@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import h5py
 import numpy as np
@@ -33,6 +33,16 @@ SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 ROW_FIELDS = ("video_id", "take_id", "participant", "split")
 REQUIRED_ATTRS = ("schema_version", "backbone", "modality", "segments", "checkpoint_sha256")
+# The streams a feature file can hold (its name carries one); a config's modality choice.
+Modality = Literal["rgb", "flow"]
+MODALITIES: tuple[str, ...] = get_args(Modality)
+FLOW_CLIP_LEN = 5  # flow frames per segment: 5 stacked (x, y) pairs = 10 channels, TSN's flow
+
+
+def clip_len(modality: str) -> int:
+    """Frames per segment of a stream: 1 RGB frame, or ``FLOW_CLIP_LEN`` consecutive flow frames
+    (the sampling a feature file records, and the clips finetune trains on)."""
+    return FLOW_CLIP_LEN if modality == "flow" else 1
 
 
 class FeatureStoreError(ValueError):
@@ -42,6 +52,14 @@ class FeatureStoreError(ValueError):
 def feature_path(features_dir: str | Path, dataset: str, backbone: str, modality: str,
                  segments: int) -> Path:
     return Path(features_dir) / dataset / f"{backbone}-{modality}-{segments}seg.h5"
+
+
+def finetuned_checkpoint_path(finetune_dir: str | Path, dataset: str, backbone: str,
+                              modality: str) -> Path:
+    """Where ``cprclip finetune`` writes a stream's weights, and where ``cprclip extract``
+    (``checkpoint = "auto"``) looks for them: ``<finetune_dir>/<dataset>/<backbone>-<modality>/
+    checkpoint.safetensors`` (its own folder, not inside the models' ``runs/``)."""
+    return Path(finetune_dir) / dataset / f"{backbone}-{modality}" / "checkpoint.safetensors"
 
 
 def shard_dir(path: str | Path) -> Path:

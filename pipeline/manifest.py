@@ -1,26 +1,39 @@
-"""The dataset manifest: one CSV row per video file (DESIGN.md, "Manifest").
+"""The dataset manifest: one CSV row per video file (docs/design.md, "Manifest"), and the flow
+index that ``cprclip flow`` writes beside its flow videos.
 
 Columns: video_id, path, take_id, view, participant, split, labels, flow (optional).
 ``path`` and ``flow`` are relative to the manifest's folder. The loader rejects bad rows with a
 message that names the file, the row and the problem; ``check_manifest`` collects all of them.
+Rows are numbered by their line in the file (the header is line 1).
+
+A stage never rewrites the manifest: ``cprclip flow`` records what it computed in
+``<flow_dir>/index.csv`` (:func:`write_flow_index`), and the loader fills a row's ``flow`` from
+that index when the manifest's own ``flow`` is empty (:func:`resolve_flow`).
 """
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.paths import UnsafeNameError, name_problem, safe_child
 from pipeline.taxonomy import LabelError, format_labels, multi_hot, parse_labels
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("video_id", "path", "take_id", "view", "participant", "split", "labels")
 COLUMNS = REQUIRED_COLUMNS + ("flow",)
 SPLITS = ("train", "val", "test")
 VIEWS = (1, 2, 3, 4)
+# Linux's PATH_MAX: no real path or label list is longer, and a longer field is a broken file
+# (an unclosed quote, a binary file) that would otherwise reach the OS as a file name.
+MAX_FIELD = 4096
 
 
 class ManifestError(ValueError):
@@ -50,56 +63,161 @@ class VideoRecord:
         return len(self.labels) == 1
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "manifest") -> str:
+    """The file as text, or a one-line ManifestError for anything that is not a UTF-8 CSV."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
+        raise ManifestError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: is a folder; give the {what} CSV file") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     try:
         # utf-8-sig drops a BOM that spreadsheet programs like to add.
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ManifestError(
             f"{path}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save it as UTF-8"
         ) from None
+    if not text.strip():
+        hint = f"; expected a header line {','.join(COLUMNS)}" if what == "manifest" else ""
+        raise ManifestError(f"{path}: empty file{hint}")
+    return text
 
 
-def _resolve(base: Path, rel: str, allow_outside_root: bool) -> tuple[Path, str | None]:
-    p = (base / rel).resolve() if not os.path.isabs(rel) else Path(rel).resolve()
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of each non-empty CSV row.
+
+    A row whose last line is past its first holds a field with a line break: in a manifest
+    that is a stray ``"`` that opened a quoted field and swallowed the lines after it.
+    """
+    # newline="" as the csv docs ask: csv sees every \r and \n, so line_num counts real lines.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    prev = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a field over the csv module's own 128 KiB limit
+            raise ManifestError(f"{path}:row {prev + 1}: not a readable CSV row ({e})") from None
+        first, prev = prev + 1, reader.line_num
+        if fields:  # csv gives [] for a blank line
+            yield first, prev, fields
+
+
+def _physical_rows(text: str) -> int:
+    """Non-blank lines of ``text``, split as csv splits them."""
+    return sum(1 for line in io.StringIO(text, newline="") if line.strip("\r\n"))
+
+
+def _resolve(base: Path, rel: str, allow_outside_root: bool) -> tuple[Path | None, str | None]:
+    try:
+        p = (base / rel).resolve() if not os.path.isabs(rel) else Path(rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # too long, symlink loop
+        return None, f"path {rel!r} cannot be resolved ({e})"
     if not allow_outside_root and not p.is_relative_to(base.resolve()):
         return p, f"path {rel!r} leaves the dataset folder {base} (set allow_outside_root to permit)"
     return p, None
 
 
-def parse_manifest(
-    path: str | Path, check_files: bool = True, allow_outside_root: bool = False
-) -> tuple[list[VideoRecord], list[str]]:
-    """Parse a manifest; return the good records and one error line per bad row.
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        return False
 
-    A row with an error is left out of the records; cross-row problems (duplicate ids, views of
-    one take that disagree) are reported on the later row.
-    """
-    path = Path(path)
-    text = _read_text(path)
-    base = path.parent
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+
+def _header(rows: Iterator[tuple[int, int, list[str]]], path: Path) -> list[str]:
+    try:
+        first, last, fields = next(rows)
+    except StopIteration:
+        raise ManifestError(f"{path}: empty file; expected a header line {','.join(COLUMNS)}") \
+            from None
+    header = [h.strip() for h in fields]
+    if any("\0" in h for h in header):
+        raise ManifestError(f"{path}:row 1: the header contains a NUL byte; expected "
+                            + ",".join(COLUMNS))
+    if last != first:
+        raise ManifestError(f"{path}:row 1: the header runs over lines {first}-{last} "
+                            "(a stray '\"'); expected " + ",".join(COLUMNS))
+    dup = next((h for i, h in enumerate(header) if h and h in header[:i]), None)
+    if dup is not None:
+        raise ManifestError(f"{path}:row 1: column {dup!r} appears twice in the header")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ManifestError(
             f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
         )
-    reader.fieldnames = header
+    return header
+
+
+def _row_problem(header: list[str], fields: list[str], first: int, last: int) -> str | None:
+    """What makes a row unreadable as a whole (before its values are looked at), or None."""
+    named = list(zip(header, fields))
+    if last != first:
+        col = next((h for h, v in named if "\n" in v or "\r" in v), "?")
+        return (f"field {col!r} runs over lines {first}-{last}: a stray '\"' opened a quoted "
+                "field here and swallowed the lines after it; remove it or close the quotes")
+    extra = [v for v in fields[len(header):] if v.strip()]
+    needed = max(header.index(c) for c in REQUIRED_COLUMNS) + 1
+    if len(fields) < needed:  # a trailing optional column may be left off, a required one not
+        return f"{len(fields)} fields but the header has {len(header)}"
+    if extra:
+        return (f"{len(fields)} fields but the header has {len(header)} (an unquoted ',' "
+                f"inside a field? extra: {extra[0][:40]!r})")
+    for h, v in named:
+        if "\0" in v:  # no file name or label holds one: a binary file or a UTF-16 fragment
+            return f"field {h!r} contains a NUL byte"
+        if len(v) > MAX_FIELD:
+            return f"field {h!r} is {len(v)} characters long (at most {MAX_FIELD})"
+    return None
+
+
+def parse_manifest(
+    path: str | Path, check_files: bool = True, allow_outside_root: bool = False,
+    flow_dir: str | Path | None = None, use_flow_index: bool = True,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Parse a manifest; return the good records and one error line per bad row.
+
+    A row with an error is left out of the records; cross-row problems (duplicate ids, views of
+    one take that disagree or repeat) are reported on the later row. Problems with the file as
+    a whole (missing, a folder, not UTF-8, NUL bytes, no header) raise ManifestError.
+
+    Rows whose ``flow`` column is empty get the flow video that ``cprclip flow`` recorded in
+    ``<flow_dir>/index.csv`` (default ``flow_dir``: ``<manifest folder>/flow``), unless
+    ``use_flow_index`` is false.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    base = path.parent
+    rows = _csv_rows(text, path)
+    header = _header(rows, path)
     records: list[VideoRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
     takes: dict[str, VideoRecord] = {}
-    for i, row in enumerate(reader, start=2):
+    views: dict[tuple[str, int], VideoRecord] = {}
+    n_rows = 0
+    broken_quote = False
+    for i, last, fields in rows:
+        n_rows += 1
         where = f"{path}:row {i}"
-        row = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        problem = _row_problem(header, fields, i, last)
+        if problem:
+            broken_quote |= last != i
+            errors.append(f"{where}: {problem}")
+            continue
+        row = {h: v.strip() for h, v in zip(header, fields)}
+        row.update({h: "" for h in header[len(fields):]})  # a trailing optional column left off
         vid = row["video_id"]
         if not vid:
             errors.append(f"{where}: empty video_id")
+            continue
+        unsafe = name_problem(vid)
+        if unsafe:
+            errors.append(f"{where}: video_id {vid!r} is not a safe file name: it {unsafe}")
             continue
         where = f"{where} ({vid})"
         if vid in seen:
@@ -128,7 +246,7 @@ def parse_manifest(
         if problem:
             errors.append(f"{where}: {problem}")
             continue
-        if check_files and not video.is_file():
+        if check_files and not _is_file(video):
             errors.append(f"{where}: video file {video} not found")
             continue
         flow = None
@@ -151,20 +269,38 @@ def parse_manifest(
                     )
                     break
             else:
-                records.append(rec)
+                other = views.get((rec.take_id, view))
+                if other is not None:
+                    # Two files claiming one camera of one take: a copy-paste slip that would
+                    # feed the same view twice to every multi-view model.
+                    errors.append(f"{where}: take {rec.take_id!r} repeats view {view}, already "
+                                  f"given by row {other.row} ({other.video_id})")
+                else:
+                    views[(rec.take_id, view)] = rec
+                    records.append(rec)
             continue
         takes[rec.take_id] = rec
+        views[(rec.take_id, view)] = rec
         records.append(rec)
+    # Every non-blank line after the header must be one row. Rows over several lines are named
+    # above; this guards against any other way for lines to vanish into a field.
+    lines = _physical_rows(text) - 1
+    if lines != n_rows and not broken_quote:
+        errors.append(f"{path}: {lines} lines after the header but {n_rows} CSV rows; "
+                      "a quote ('\"') is out of place")
     if not records and not errors:
         errors.append(f"{path}: no rows")
+    if use_flow_index and records:
+        records = resolve_flow(records, flow_dir if flow_dir else default_flow_dir(path))
     return records, errors
 
 
 def load_manifest(
-    path: str | Path, check_files: bool = True, allow_outside_root: bool = False
+    path: str | Path, check_files: bool = True, allow_outside_root: bool = False,
+    flow_dir: str | Path | None = None,
 ) -> list[VideoRecord]:
-    """Load a manifest, raising ManifestError on the first bad row."""
-    records, errors = parse_manifest(path, check_files, allow_outside_root)
+    """Load a manifest, raising ManifestError on the first bad row (flow: see parse_manifest)."""
+    records, errors = parse_manifest(path, check_files, allow_outside_root, flow_dir)
     if errors:
         more = f" (and {len(errors) - 1} more problem(s); run 'cprclip manifest check')" if len(errors) > 1 else ""
         raise ManifestError(errors[0] + more)
@@ -172,7 +308,9 @@ def load_manifest(
 
 
 def write_manifest(path: str | Path, records: Iterable[VideoRecord]) -> None:
-    """Write records with paths relative to the manifest folder; atomic (tmp + rename)."""
+    """Write records with paths relative to the manifest folder; atomic (tmp + rename).
+
+    For the stage that makes a dataset (synth); no stage rewrites a manifest it reads."""
     path = Path(path)
     base = path.parent.resolve()
     tmp = path.with_name(path.name + ".tmp")
@@ -190,12 +328,132 @@ def write_manifest(path: str | Path, records: Iterable[VideoRecord]) -> None:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
-def with_flow(records: list[VideoRecord], flows: dict[str, Path]) -> list[VideoRecord]:
-    """Return records with the ``flow`` field set from ``{video_id: path}``."""
-    return [replace(r, flow=Path(flows[r.video_id])) if r.video_id in flows else r for r in records]
-
-
 def manifest_hash(path: str | Path) -> str:
     from pipeline.provenance import sha256_file
 
     return sha256_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The flow index: what `cprclip flow` computed, keyed by video_id, beside the flow videos.
+
+FLOW_INDEX = "index.csv"
+FLOW_INDEX_COLUMNS = ("video_id", "flow", "recipe", "source", "source_size", "source_mtime_ns")
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One flow video of the index. ``flow`` and ``source`` are absolute paths; the source's
+    size and mtime tell whether the video changed after its flow was computed."""
+
+    video_id: str
+    flow: Path
+    recipe: str
+    source: Path
+    source_size: int
+    source_mtime_ns: int
+
+    def is_current(self, video: Path) -> bool:
+        """True when this flow was made from ``video`` as it is now. A video that is gone cannot
+        be compared, so its flow still counts (extract then fails on the video itself)."""
+        if Path(video).resolve() != self.source:
+            return False
+        try:
+            st = Path(video).stat()
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime_ns) == (self.source_size, self.source_mtime_ns)
+
+
+def default_flow_dir(manifest: str | Path) -> Path:
+    """Where ``cprclip flow`` writes when ``flow_dir`` is not set: ``<manifest folder>/flow``."""
+    return Path(manifest).parent / "flow"
+
+
+def flow_index_path(flow_dir: str | Path) -> Path:
+    return Path(flow_dir) / FLOW_INDEX
+
+
+def flow_entry(video_id: str, flow: Path, recipe: str, source: Path) -> FlowEntry:
+    """The index entry for a flow video just computed from ``source``."""
+    st = Path(source).stat()
+    return FlowEntry(video_id, Path(flow).resolve(), recipe, Path(source).resolve(), st.st_size,
+                     st.st_mtime_ns)
+
+
+def read_flow_index(flow_dir: str | Path) -> dict[str, FlowEntry]:
+    """``{video_id: FlowEntry}`` from ``<flow_dir>/index.csv``; {} when there is none yet.
+
+    Raises ManifestError (one line naming the file and row) for an index that is not ours."""
+    flow_dir = Path(flow_dir)
+    path = flow_index_path(flow_dir)
+    if not path.is_file():
+        return {}
+    redo = "; delete it and rerun 'cprclip flow'"
+    try:
+        text = _read_text(path, "flow index")
+    except ManifestError as e:
+        raise ManifestError(f"{e}{redo}") from None
+    rows = _csv_rows(text, path)
+    header = next(rows, (1, 1, []))[2]
+    if tuple(header) != FLOW_INDEX_COLUMNS:
+        raise ManifestError(f"{path}: not a flow index (header {','.join(header)!r}){redo}")
+    root = flow_dir.resolve()
+    out: dict[str, FlowEntry] = {}
+    for i, last, fields in rows:
+        try:
+            if last != i or len(fields) != len(FLOW_INDEX_COLUMNS) or "\0" in "".join(fields):
+                raise ValueError(f"not {len(FLOW_INDEX_COLUMNS)} plain fields on one line")
+            vid, name, recipe, source, size, mtime = fields
+            # Entries name files inside the flow folder only, so an edited index cannot point
+            # a stage at an arbitrary path.
+            flow = safe_child(root, name)
+            out[vid] = FlowEntry(vid, flow, recipe, Path(os.path.normpath(root / source)),
+                                 int(size), int(mtime))
+        except (ValueError, UnsafeNameError) as e:
+            raise ManifestError(f"{path}:row {i}: {e}{redo}") from None
+    return out
+
+
+def write_flow_index(flow_dir: str | Path, entries: Iterable[FlowEntry]) -> Path:
+    """Write ``<flow_dir>/index.csv`` atomically (complete or absent), sorted by video_id.
+    Paths are stored relative to the flow folder, so a dataset moved with its flow still
+    matches."""
+    from pipeline.atomic import write_atomic
+
+    flow_dir = Path(flow_dir)
+    root = flow_dir.resolve()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(FLOW_INDEX_COLUMNS)
+    for e in sorted(entries, key=lambda e: e.video_id):
+        w.writerow([e.video_id, os.path.relpath(e.flow, root), e.recipe,
+                    os.path.relpath(e.source, root), e.source_size, e.source_mtime_ns])
+    flow_dir.mkdir(parents=True, exist_ok=True)
+    path = flow_index_path(flow_dir)
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def resolve_flow(records: list[VideoRecord], flow_dir: str | Path) -> list[VideoRecord]:
+    """Records with an empty ``flow`` get the flow video of ``<flow_dir>/index.csv`` for their
+    video_id, when it was computed from the video as it is now. The manifest's own ``flow``
+    always wins. The one place that joins the index to the manifest (extract and finetune read
+    records through the loader)."""
+    index = read_flow_index(flow_dir)
+    if not index:
+        return records
+    out, stale = [], []
+    for r in records:
+        e = index.get(r.video_id) if r.flow is None else None
+        if e is not None:
+            if e.is_current(r.path):
+                r = replace(r, flow=e.flow)
+            else:
+                stale.append(r.video_id)
+        out.append(r)
+    if stale:
+        log.warning("%s: the flow of %d video(s) was computed from an older file (%s%s); "
+                    "rerun 'cprclip flow'", flow_index_path(flow_dir), len(stale),
+                    ", ".join(stale[:3]), ", ..." if len(stale) > 3 else "")
+    return out

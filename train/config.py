@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pipeline.config import ConfigError
+from pipeline.config import check_device, check_fields, check_range, key_error
+from pipeline.features import Modality
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,9 @@ class ModelSpec:
     imagine: bool  # composite imagination each epoch (ImagineNet-style)
 
 
-# The four models of the study. A visible table: a bad name lists these.
+# The four models of the study. A visible table: a bad name lists these. ``ModelName`` is the
+# same names as a type for the config (tests/train/test_train.py keeps the two in step).
+ModelName = Literal["cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc"]
 MODELS: dict[str, ModelSpec] = {
     "cpr_clip": ModelSpec(clip=True, bce=False, imagine=True),
     "cpr_clip_plus": ModelSpec(clip=True, bce=True, imagine=True),
@@ -27,6 +30,10 @@ MODELS: dict[str, ModelSpec] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``[train]`` of a config TOML."""
+
+    SECTION: ClassVar[str] = "train"
+
     # [common]
     dataset: str = "synthetic"
     features_dir: str = "features"
@@ -36,11 +43,11 @@ class TrainConfig:
     # which features: features/<dataset>/<backbone>-<modality>-<segments>seg.h5
     backbone: str = "tsn_r50"  # the paper's TSN R50 features
     segments: int = 8  # TSN's 8 segments
-    modalities: tuple[str, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach
+    modalities: tuple[Modality, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach
     fusion: Literal["concat", "late"] = "concat"  # concat: one head on [rgb, flow]; late: a head each, scores averaged
 
     # what to train
-    models: tuple[str, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
+    models: tuple[ModelName, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
     run_name: str = ""  # runs/<run_name>/ instead of runs/<model>/ (one model only)
 
     # optimisation
@@ -90,28 +97,32 @@ class TrainConfig:
     def text_cache(self) -> str:
         return self.text_cache_dir or f"{self.runs_dir}/.text_cache"
 
-    def validate(self) -> None:
-        bad = [m for m in self.models if m not in MODELS]
-        if bad or not self.models:
-            raise ConfigError(f"[train] models: unknown {bad or 'empty list'}; valid: {', '.join(MODELS)}")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.models:
+            raise key_error(self, "models", f"empty; valid: {', '.join(MODELS)}")
         if self.run_name and len(self.models) != 1:
-            raise ConfigError("[train] run_name needs exactly one model in `models`")
+            raise key_error(self, "run_name", "needs exactly one model in `models`")
         if not self.modalities:
-            raise ConfigError("[train] modalities: need at least one (rgb, flow)")
+            raise key_error(self, "modalities", "need at least one (rgb, flow)")
         if len(set(self.modalities)) != len(self.modalities):
-            raise ConfigError(f"[train] modalities: repeated entry in {list(self.modalities)}")
+            raise key_error(self, "modalities", f"repeated entry in {list(self.modalities)}")
         if not self.imagine_sizes or any(not 2 <= s <= 4 for s in self.imagine_sizes):
-            raise ConfigError(f"[train] imagine_sizes: each must be 2..4, got {list(self.imagine_sizes)}")
-        if not 0.0 <= self.keep_singles <= 1.0:
-            raise ConfigError(f"[train] keep_singles must be in [0, 1], got {self.keep_singles}")
+            raise key_error(self, "imagine_sizes", f"each must be 2..4, got {list(self.imagine_sizes)}")
         from train.prompts import check_kinds
 
         try:
             check_kinds(self.prompt_kinds)
         except ValueError as e:
-            raise ConfigError(f"[train] prompt_kinds: {e}") from None
+            raise key_error(self, "prompt_kinds", str(e)) from None
         for k in ("epochs", "batch_size", "val_every", "hidden_dim", "segments"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"[train] {k} must be >= 1, got {getattr(self, k)}")
-        if self.mix_alpha <= 0:
-            raise ConfigError(f"[train] mix_alpha must be > 0, got {self.mix_alpha}")
+            check_range(self, k, ge=1)
+        for k in ("imagine_per_epoch", "stop_after_epoch", "num_threads", "weight_decay",
+                  "clip_weight", "bce_weight"):
+            check_range(self, k, ge=0)
+        check_range(self, "lr", gt=0)
+        check_range(self, "keep_singles", ge=0, le=1)
+        check_range(self, "dropout", ge=0, lt=1)  # 1 would drop every unit
+        check_range(self, "mix_alpha", gt=0)  # a Dirichlet concentration
+        check_range(self, "logit_scale", gt=0, le=100)  # its log is learnt; the model clamps at 100
+        check_device(self)

@@ -10,8 +10,9 @@ Spec (other stages code against this; keep it stable):
 - ``config``: dict, the resolved ``[train]`` config of the run
 - ``feature_files``: ``{modality: Path}``, the HDF5 files the run trained on, in the order the
   model concatenates them (``config["modalities"]``)
-- ``feature_attrs``: ``{modality: dict}``, those files' attributes (``backbone``, ``init``,
-  ``checkpoint_sha256``, ...) as recorded at training time, plus ``sha256`` of the file
+- ``feature_attrs``: ``{modality: dict}``, those files' attributes as recorded at training
+  time, plus ``sha256`` of the file; read them typed through ``feature_recipes``
+  (``{modality: pipeline.features.FeatureRecipe}``: ``.backbone``, ``.init``, ...)
 - ``text_encoder``: str, e.g. ``"sentence_transformers:all-MiniLM-L6-v2@<sha256[:12]>"``;
   ``""`` for runs without text
 - ``has_clip`` / ``has_bce``: which score kinds :meth:`Run.scores` returns
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.features import FeatureRecipe
 from pipeline.taxonomy import CLASSES
 from train import checkpoint as ckpt
 from train.data import concat_modalities
@@ -74,6 +76,11 @@ class Run:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.config["modalities"])
+
+    @property
+    def feature_recipes(self) -> dict[str, FeatureRecipe]:
+        """``{modality: FeatureRecipe}``: how the features this run trained on were made."""
+        return {m: FeatureRecipe.from_attrs(a) for m, a in self.feature_attrs.items()}
 
     def scores(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{modality: (N, T, D)}`` -> ``{"clip"|"bce"|"clip_sets": (N, C)}`` float32."""

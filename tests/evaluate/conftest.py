@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.features import ShardWriter, consolidate
+from pipeline.features import FeatureRecipe, ShardWriter, consolidate
 from pipeline.taxonomy import NUM_CLASSES, composite_label_sets, multi_hot
 
 
@@ -47,6 +47,10 @@ class FakeRun:
     has_bce: bool = True
     config: dict = field(default_factory=dict)
 
+    @property
+    def feature_recipes(self):
+        return {m: FeatureRecipe.from_attrs(a) for m, a in self.feature_attrs.items()}
+
     def scores(self, features):
         x = np.mean([f.mean(axis=1) for f in features.values()], axis=0)
         out = {}
@@ -76,7 +80,8 @@ def fake_runs(tmp_path, monkeypatch):
         run_dir = Path(run_dir)
         clip, bce = specs[run_dir.name]
         return FakeRun(run_dir.name, run_dir.name, {"rgb": feats},
-                       {"rgb": {"backbone": "fake", "init": "kinetics"}}, clip, bce)
+                       {"rgb": {"backbone": "fake", "modality": "rgb", "segments": 2,
+                                "init": "kinetics"}}, clip, bce)
 
     import evaluate.runner as R
 

@@ -53,7 +53,11 @@ def test_two_modalities_joined_on_video_id(tmp_path, feature_file_factory):
 
 
 def test_random_init_detected():
-    assert R.is_random_init({"init": "random"}) and not R.is_random_init({"init": "kinetics400"})
+    from pipeline.features import FeatureRecipe, is_random_init
+
+    assert is_random_init({"init": "random"}) and not is_random_init({"init": "kinetics400"})
+    assert is_random_init(FeatureRecipe("tsn_r18", "rgb", 8, init="random"))
+    assert not is_random_init(FeatureRecipe("tsn_r18", "rgb", 8, init="checkpoint"))
 
 
 def test_zscore_fallback_always_predicts_top():

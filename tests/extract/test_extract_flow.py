@@ -102,3 +102,96 @@ def test_rawframe_folder(tmp_path):
     (tmp_path / "y_00003.jpg").unlink()
     with open_flow(tmp_path) as r, pytest.raises(DecodeError, match="y_00003.jpg"):
         r.get(np.array([2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# `cprclip flow` records its outputs in <flow_dir>/index.csv and never rewrites the manifest
+# (issue 13 part 6); readers get the flow through the manifest loader.
+
+def _flow_cli(manifest, *extra):
+    from pathlib import Path
+
+    from pipeline.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "synthetic.toml"
+    return main(["flow", "--config", str(config), f"manifest={manifest}", "workers=1",
+                 "short_side=32", *extra])
+
+
+def test_flow_leaves_the_manifest_alone_and_the_loader_finds_the_index(tmp_path, capsys):
+    from extract_helpers import make_dataset
+    from pipeline.manifest import load_manifest, read_flow_index
+
+    m = make_dataset(tmp_path, takes=2, views=1)
+    before = m.read_bytes()
+    assert _flow_cli(m) == 0
+    assert m.read_bytes() == before  # the user's file is not touched
+    assert not list(tmp_path.glob("*.tmp")) and not list((tmp_path / "flow").glob(".*"))
+    index = read_flow_index(tmp_path / "flow")
+    assert sorted(index) == ["t0_v1", "t1_v1"]
+    e = index["t0_v1"]
+    assert e.flow == (tmp_path / "flow" / "t0_v1.mp4").resolve()
+    assert e.source == (tmp_path / "videos" / "t0_v1.mp4").resolve()
+    assert parse_recipe(e.recipe) == {"method": "farneback", "bound": "20", "short_side": "32"}
+    recs = {r.video_id: r for r in load_manifest(m)}
+    assert {v: r.flow for v, r in recs.items()} == {v: index[v].flow for v in index}
+    capsys.readouterr()
+    assert _flow_cli(m) == 0  # rerun: nothing to do, the index is not rewritten
+    assert "0 computed, 2 reused" in capsys.readouterr().out
+    # The manifest's own flow wins over the index.
+    own = tmp_path / "own.mp4"
+    own.write_bytes((tmp_path / "flow" / "t1_v1.mp4").read_bytes())
+    m.write_text(m.read_text().replace("t1,1,p2,train,1,", "t1,1,p2,train,1,own.mp4"))
+    assert {r.video_id: r.flow for r in load_manifest(m)}["t1_v1"] == own.resolve()
+    assert _flow_cli(m) == 0
+    assert "0 computed, 1 reused from flow/, 1 already in the manifest" in capsys.readouterr().out
+
+
+def test_flow_of_a_changed_video_or_recipe_is_computed_again(tmp_path, capsys):
+    from extract_helpers import known_frames, make_dataset, write_video
+    from pipeline.manifest import load_manifest
+
+    m = make_dataset(tmp_path, takes=2, views=1)
+    assert _flow_cli(m) == 0
+    old = (tmp_path / "flow" / "t0_v1.mp4").read_bytes()
+    # A video replaced after its flow was computed: the loader does not serve the old flow ...
+    write_video(tmp_path / "videos" / "t0_v1.mp4", known_frames(20, 36, 48, seed=99),
+                lossless=False)
+    capsys.readouterr()
+    recs = {r.video_id: r for r in load_manifest(m)}
+    assert recs["t0_v1"].flow is None and recs["t1_v1"].flow is not None
+    assert "the flow of 1 video(s) was computed from an older file (t0_v1)" in \
+        capsys.readouterr().err  # the CLI's log handler (set up by the run above) writes there
+    # ... and flow computes only that one again.
+    assert _flow_cli(m) == 0
+    assert "1 computed, 1 reused" in capsys.readouterr().out
+    assert (tmp_path / "flow" / "t0_v1.mp4").read_bytes() != old
+    assert all(r.flow is not None for r in load_manifest(m))
+    # Another recipe computes everything again (the old flow would be mislabelled).
+    assert _flow_cli(m, "short_side=24") == 0
+    assert "2 computed, 0 reused" in capsys.readouterr().out
+    with open_flow(load_manifest(m)[0].flow) as r:
+        assert min(r.size) == 24
+
+
+def test_a_broken_flow_index_is_one_line(tmp_path, capsys):
+    from extract_helpers import make_dataset
+    from pipeline.manifest import ManifestError, load_manifest
+
+    m = make_dataset(tmp_path, takes=1, views=1)
+    (tmp_path / "flow").mkdir()
+    index = tmp_path / "flow" / "index.csv"
+    for text, want in [
+            ("a,b\n", f"{index}: not a flow index"),
+            ("video_id,flow,recipe,source,source_size,source_mtime_ns\n"
+             "t0_v1,../../etc/passwd,r,x,1,2\n", f"{index}:row 2: '../../etc/passwd' "),
+            ("video_id,flow,recipe,source,source_size,source_mtime_ns\n"
+             "t0_v1,t0_v1.mp4,r,x,big,2\n", f"{index}:row 2: invalid literal")]:
+        index.write_text(text)
+        with pytest.raises(ManifestError, match="delete it and rerun 'cprclip flow'") as e:
+            load_manifest(m)
+        assert want in str(e.value) and "\n" not in str(e.value)
+        capsys.readouterr()
+        assert _flow_cli(m) == 2
+        err = capsys.readouterr().err
+        assert want in err and "Traceback" not in err

@@ -9,7 +9,7 @@ import ast
 
 from fault_media import ROOT
 
-PACKAGES = ("pipeline", "extract", "train", "evaluate", "bench")
+PACKAGES = ("pipeline", "synth", "extract", "train", "evaluate", "assist", "bench")
 
 
 def _name(node: ast.AST) -> str:

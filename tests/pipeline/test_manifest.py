@@ -77,3 +77,129 @@ def test_cli_check(tmp_path, capsys):
     assert main(["manifest", "check", str(make(tmp_path, GOOD))]) == 0
     assert "3 good rows, 0 bad, 2 takes" in capsys.readouterr().out
     assert main(["manifest", "check", str(make(tmp_path, GOOD + ["v1,a.mp4,t1,1,p1,train,4,"]))]) == 1
+
+
+# --- safe names (issue 16 item 1) ------------------------------------------------------------
+
+@pytest.mark.parametrize("name,problem", [
+    ("", "is empty"), ("../x", "path separator"), ("/etc/x", "path separator"),
+    ("a\\b", "path separator"), ("..", "starts with '.'"), (".hidden", "starts with '.'"),
+    ("v" * 129, "129 characters long"), ("a\0b", "control character '\\x00'"),
+    ("a\nb", "control character '\\n'"), ("a\x1b[31m", "control character '\\x1b'"),
+])
+def test_unsafe_names_are_refused(tmp_path, name, problem):
+    from pipeline.paths import UnsafeNameError, name_problem, safe_child
+
+    assert problem in name_problem(name)
+    with pytest.raises(UnsafeNameError, match="refusing to write under"):
+        safe_child(tmp_path, name, ".mp4")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["P11_T120_V3", "clip 1 é", "中文", "a.b-c_d", "v" * 128])
+def test_safe_names_stay_inside(tmp_path, name):
+    from pipeline.paths import name_problem, safe_child
+
+    assert name_problem(name) is None
+    assert safe_child(tmp_path, name, ".mp4") == tmp_path / f"{name}.mp4"
+
+
+def test_safe_child_refuses_a_symlink_that_leaves_the_folder(tmp_path):
+    from pipeline.paths import UnsafeNameError, safe_child
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "v1.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    with pytest.raises(UnsafeNameError, match="resolves outside"):
+        safe_child(tmp_path / "out", "v1", ".mp4")
+
+
+def test_unsafe_video_id_is_a_bad_row(tmp_path):
+    p = make(tmp_path, GOOD + ["../../x,a.mp4,t9,1,p1,train,4,"])
+    records, errors = parse_manifest(p)
+    assert errors == [f"{p}:row 5: video_id '../../x' is not a safe file name: it contains a "
+                      "path separator ('/' or '\\'); it must be one file name"]
+    assert len(records) == 3
+
+
+# --- quoting and takes (issue 16 items 3 and 12) ---------------------------------------------
+
+def test_a_stray_quote_is_named_on_its_row_and_later_rows_survive(tmp_path):
+    rows = GOOD[:1] + ['v2,"b.mp4,t1,2,p1,train,4,', 'v4,b.mp4,t4,1,p1,train,5,',
+                       'v5,c.mp4,t5,1,p1,train,6,"', 'v6,c.mp4,t6,1,p1,train,7,']
+    p = make(tmp_path, rows)
+    records, errors = parse_manifest(p)
+    assert len(errors) == 1 and errors[0].startswith(f"{p}:row 3: field 'path' runs over lines "
+                                                     "3-5: a stray '\"'")
+    assert [r.video_id for r in records] == ["v1", "v6"]  # the row after the closing quote
+    assert [r.row for r in records] == [2, 6]  # rows keep their line numbers
+
+
+def test_a_take_may_not_repeat_a_view(tmp_path):
+    p = make(tmp_path, GOOD + ["v4,c.mp4,t1,2,p1,train,4,"])
+    records, errors = parse_manifest(p)
+    assert errors == [f"{p}:row 5 (v4): take 't1' repeats view 2, already given by row 3 (v2)"]
+    assert [r.video_id for r in records] == ["v1", "v2", "v3"]
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"", "empty file"), (b"\n\n", "empty file"),
+    (HEADER.encode(), "no rows"),
+    ((HEADER + "v1,a\0.mp4,t1,1,p1,train,4,\n").encode(), "row 2: field 'path' contains a NUL"),
+    ((HEADER + "v1," + "a" * 5000 + ",t1,1,p1,train,4,\n").encode(), "row 2: field 'path' is 5000"),
+])
+def test_file_level_problems_are_one_line(tmp_path, content, fragment):
+    p = tmp_path / "m.csv"
+    p.write_bytes(content)
+    with pytest.raises(ManifestError) as e:
+        load_manifest(p, check_files=False)
+    assert fragment in str(e.value) and str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+
+
+def test_a_folder_as_the_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="is a folder; give the manifest CSV file"):
+        load_manifest(tmp_path)
+
+
+# --- the flow index (issue 13 part 6) --------------------------------------------------------
+
+def test_resolve_flow_takes_the_manifest_first_then_a_current_index_entry(tmp_path):
+    import os
+
+    from pipeline.manifest import flow_entry, write_flow_index
+
+    p = make(tmp_path, ["v1,a.mp4,t1,1,p1,train,4,", "v2,b.mp4,t1,2,p1,train,4,own.mp4",
+                        "v3,c.mp4,t2,1,p2,test,3;10,"])
+    flow_dir = tmp_path / "flow"
+    flow_dir.mkdir()
+    entries = []
+    for vid, video in (("v1", "a.mp4"), ("v2", "b.mp4"), ("v3", "c.mp4")):
+        (flow_dir / f"{vid}.mp4").write_bytes(b"flow")
+        entries.append(flow_entry(vid, flow_dir / f"{vid}.mp4", "r", tmp_path / video))
+    write_flow_index(flow_dir, entries)
+    os.utime(tmp_path / "c.mp4", ns=(1, 1))  # v3's video changed after its flow was made
+    before = p.read_bytes()
+    got = {r.video_id: r.flow for r in load_manifest(p)}
+    assert got == {"v1": (flow_dir / "v1.mp4").resolve(), "v2": (tmp_path / "own.mp4").resolve(),
+                   "v3": None}
+    assert p.read_bytes() == before
+    # An index in another folder is found when the reader is given that folder, not otherwise.
+    moved = tmp_path / "elsewhere"
+    (flow_dir).rename(moved)
+    assert load_manifest(p)[0].flow is None
+    assert load_manifest(p, flow_dir=moved)[0].flow == (moved / "v1.mp4").resolve()
+
+
+def test_flow_index_round_trip_is_relative_to_its_folder(tmp_path):
+    from pipeline.manifest import flow_entry, read_flow_index, write_flow_index
+
+    (tmp_path / "data" / "flow").mkdir(parents=True)
+    (tmp_path / "data" / "v.mp4").write_bytes(b"video")
+    e = flow_entry("v", tmp_path / "data" / "flow" / "v.mp4", "cprclip-flow method=dis",
+                   tmp_path / "data" / "v.mp4")
+    write_flow_index(tmp_path / "data" / "flow", [e])
+    assert "v,v.mp4,cprclip-flow method=dis,../v.mp4,5," in \
+        (tmp_path / "data" / "flow" / "index.csv").read_text()
+    (tmp_path / "data").rename(tmp_path / "moved")  # the dataset moves with its flow
+    back = read_flow_index(tmp_path / "moved" / "flow")["v"]
+    assert back.source == (tmp_path / "moved" / "v.mp4").resolve()
+    assert back.is_current(tmp_path / "moved" / "v.mp4")

@@ -11,9 +11,10 @@ import pytest
 from pipeline.cli import main as cli_main
 from pipeline.config import ConfigError
 from pipeline.manifest import load_manifest
-from pipeline.synth import SynthConfig, generate, render_clip
-from pipeline.synth_render import derive_seed
 from pipeline.taxonomy import is_valid_label_set
+from synth.config import SynthConfig
+from synth.render import derive_seed, render_clip
+from synth.runner import generate
 
 TINY = ["participants=2", "held_out=1", "frames=12", "resolution=32x24", "n_double=2",
         "n_triple=1", "n_quad=1", "views=2"]

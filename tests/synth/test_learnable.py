@@ -12,9 +12,8 @@ import time
 import cv2
 import numpy as np
 
-from pipeline.synth import render_clip
-from pipeline.synth_render import derive_seed
 from pipeline.taxonomy import NUM_CLASSES
+from synth.render import derive_seed, render_clip
 
 RES, FRAMES, VIEWS = (64, 48), 40, (1, 2)  # front and left views
 TRAIN_PEOPLE, TEST_PEOPLE, TRAIN_REPEATS = (0, 1, 2, 3), (4, 5), 2

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_stage_config
-from pipeline.synth import SynthConfig, plan_takes, sample_composites, select_takes
 from pipeline.taxonomy import NUM_CLASSES, is_valid_label_set
+from synth.config import SynthConfig
+from synth.plan import plan_takes, sample_composites, select_takes
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

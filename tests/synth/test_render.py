@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.synth import render_clip
-from pipeline.synth_render import derive_seed, sample_motion, sample_participant
+from synth.render import derive_seed, render_clip, sample_motion, sample_participant
 
 RES = (48, 36)
 

@@ -28,8 +28,8 @@ polls and health checks while a take is being analysed; takes beyond that wait i
 at most ``max_queue`` (more -> 503).
 
 The model work goes through a small adapter, :class:`Analyser`; :class:`AssistantAnalyser`
-runs the steps of :func:`evaluate.assistant.predict_take` one by one with the run and the
-backbone loaded once, so the page can show each step.
+is one :class:`assist.assistant.Assistant` (the run and its backbones loaded once, as for
+``cprclip predict``), whose stage callback tells the page which step a take is in.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.config import ConfigError
+from pipeline.log import first_line
 
 log = logging.getLogger(__name__)
 
@@ -193,150 +194,63 @@ def plain_notes(warnings: list[str]) -> list[str]:
     return out
 
 
-class AssistantAnalyser:
-    """The real model: :mod:`evaluate.assistant`'s steps with the run and backbone loaded once.
+# Plain-words label of each stage of :attr:`assist.assistant.Assistant.stages`, for the page.
+STAGE_LABELS = {
+    "check": "Opening the videos",
+    "flow": "Measuring the movement between frames",
+    "features": "Looking at the sampled frames",
+    "score": "Comparing with the known errors",
+}
 
-    Per take of V views: check that each video opens (``assistant.check_readable``); compute
-    flow when the run uses flow (``extract.flow.compute_flow_video`` with the recorded recipe);
-    decode the sampled frames and extract (V, T, D) features per modality with the training
-    recipe (``extract.runner.video_views`` + ``FeatureModel``, as
-    ``extract.runner.features_for_videos`` does); score with ``Run.scores`` -> (V, C), fuse the
-    views by the mean -> (C,) and decide with ``assistant.decide``.
-    """
+
+class AssistantAnalyser:
+    """The real model: one :class:`assist.assistant.Assistant`, loaded once, behind the
+    :class:`Analyser` interface. Its errors become what the server answers: an unreadable file
+    415, a video the run's recipe cannot use 422, anything else a 500 with the reason."""
 
     def __init__(self, predict_cfg, thumb_height: int = 96):
-        from evaluate import assistant as A
-        from extract.runner import ExtractError, FeatureModel, config_from_json, pick_device
-        from pipeline.provenance import sha256_file
-        from train.runs import load_run
+        from assist.assistant import Assistant
 
-        self.cfg = predict_cfg
+        self.assistant = Assistant.load(config=predict_cfg)
         self.thumb_height = thumb_height
-        self.run_dir = A.resolve_run_dir(predict_cfg)
-        try:
-            self.run = load_run(self.run_dir)
-        except Exception as e:  # noqa: BLE001 - the loader names its file
-            raise A.PredictError(f"run {self.run_dir}: cannot load ({A._first_line(e)})") from e
-        metrics = A._metrics(self.run_dir)
-        self.head = A.choose_head(self.run, metrics, predict_cfg.head)
-        self.thresholds, self.threshold_source, warnings = A.load_thresholds(
-            self.run_dir, self.head, predict_cfg)
-        self.attrs = A._feature_attrs(self.run)
-        self.decoder = A._decoder(self.attrs)
-        from evaluate.runner import is_random_init
-
-        for m, attrs in self.attrs.items():
-            if is_random_init(attrs):
-                warnings.append(f"run {self.run.name} was trained on {m} features from a "
-                                f"randomly initialised backbone: its advice is a demo, not a "
-                                "judgement of real CPR")
-        self.warnings = warnings
-        # The backbone of each modality, loaded once (features_for_videos loads it per call).
-        self.extract_cfg = {}
-        self.models = {}
-        device = pick_device(predict_cfg.device)
-        for m, attrs in self.attrs.items():
-            ecfg = config_from_json(attrs["config_json"])
-            ckpt = None
-            if attrs.get("init") == "checkpoint":
-                ckpt = Path(attrs.get("checkpoint_path", ""))
-                if not ckpt.is_file():
-                    raise ExtractError(f"{ckpt}: the checkpoint the run's {m} features were made "
-                                       "with is missing")
-                if sha256_file(ckpt) != attrs["checkpoint_sha256"]:
-                    raise ExtractError(f"{ckpt}: sha256 differs from the run's {m} feature file")
-            self.extract_cfg[m] = ecfg
-            self.models[m] = FeatureModel(ecfg, m, ckpt, device)
-        log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", self.run.name,
-                 self.run.model_name, self.head, self.threshold_source, ", ".join(self.attrs))
 
     def describe(self) -> dict[str, Any]:
-        backbones = sorted({str(a.get("backbone", "?")) for a in self.attrs.values()})
-        return {"run": self.run.name, "model": self.run.model_name, "head": self.head,
-                "score_kind": "probability" if self.head == "bce" else "similarity",
-                "threshold_source": self.threshold_source, "backbone": ", ".join(backbones),
-                "modalities": list(self.attrs), "warnings": list(self.warnings)}
+        a = self.assistant
+        backbones = sorted({r.backbone for r in a.recipes.values()})
+        return {"run": a.run.name, "model": a.run.model_name, "head": a.head,
+                "score_kind": "probability" if a.head == "bce" else "similarity",
+                "threshold_source": a.threshold_source, "backbone": ", ".join(backbones),
+                "modalities": list(a.recipes), "warnings": list(a.warnings)}
 
     def stages(self) -> list[tuple[str, str]]:
-        out = [("check", "Opening the videos")]
-        if "flow" in self.attrs:
-            out.append(("flow", "Measuring the movement between frames"))
-        out += [("features", "Looking at the sampled frames"),
-                ("score", "Comparing with the known errors")]
-        return out
+        return [(k, STAGE_LABELS[k]) for k in self.assistant.stages]
 
     def check_video(self, path: Path) -> None:
-        from evaluate.assistant import PredictError, check_readable
+        from assist.assistant import PredictError
 
         try:
-            check_readable(path, self.decoder)
+            self.assistant.check_video(path)
         except PredictError as e:
             raise InputProblem(str(e), status=415) from None
 
     def analyse(self, videos: list[Path], views: list[int], progress: Progress) -> dict[str, Any]:
-        import torch
+        from assist.assistant import PredictError, UnreadableVideo, UnusableVideo
 
-        from evaluate.assistant import Detection, Prediction, decide
-        from extract.flow import compute_flow_video, parse_recipe
-        from extract.runner import VideoFailure, video_views
-        from pipeline.taxonomy import ADVICE, CLASSES
-
-        progress("check")
-        for v in videos:
-            self.check_video(v)
-        flows: list[Path | None] = [None] * len(videos)
-        if "flow" in self.attrs:
-            progress("flow")
-            rec = parse_recipe(self.attrs["flow"].get("flow_recipe", ""))
-            if not rec:
-                raise RuntimeError(f"run {self.run.name}: its flow features record no flow_recipe")
-            for i, v in enumerate(videos):
-                flows[i] = v.with_name(v.stem + ".flow.mp4")
-                compute_flow_video(v, flows[i], rec["method"], int(rec["short_side"]) or None,
-                                   float(rec["bound"]))
-        progress("features")
-        feats: dict[str, np.ndarray] = {}
-        frames: dict[str, list[str]] = {}
-        for m, fm in self.models.items():
-            rows = []
-            for i, v in enumerate(videos):
-                try:
-                    vv = video_views(self.extract_cfg[m], m, v, flows[i])  # (K, T, h, w, C) uint8
-                except VideoFailure as e:
-                    raise InputProblem(str(e), status=422) from None
-                if m == "rgb":
-                    frames[str(views[i])] = jpeg_data_urls(vv[0], self.thumb_height)
-                rows.append(fm(torch.from_numpy(vv[None]))[0])  # (T, D)
-            feats[m] = np.stack(rows)  # (V, T, D)
-        if not frames:  # a flow-only run: show the sampled RGB frames anyway
-            from extract.decoders import open_video, read_frames
-            from extract.sampling import segment_indices
-
-            T = next(iter(self.extract_cfg.values())).segments
-            for i, v in enumerate(videos):
-                with open_video(v, self.decoder) as r:
-                    n = r.num_frames
-                frames[str(views[i])] = jpeg_data_urls(
-                    read_frames(v, segment_indices(n, T, 1).reshape(-1), self.decoder),
-                    self.thumb_height)
-        progress("score")
-        per_view = np.asarray(self.run.scores(feats)[self.head], dtype=np.float64)  # (V, C)
-        fused = per_view.mean(axis=0)  # (C,): mean over views, as the assistant and eval do
-        errors, correct, dropped = decide(fused, self.thresholds, self.cfg.clip_z)
-        thr = self.thresholds
-        pred = Prediction(
-            videos=[f"view {w}" for w in views], views=list(views), run=self.run.name,
-            model=self.run.model_name, head=self.head, threshold_source=self.threshold_source,
-            errors=[Detection(c, CLASSES[c], float(fused[c]),
-                              None if thr is None else float(thr[c]), ADVICE[c]) for c in errors],
-            looks_correct=not errors, correct_detected=correct,
-            scores={CLASSES[c]: float(fused[c]) for c in range(len(CLASSES))},
-            thresholds=None if thr is None else {
-                CLASSES[c]: (float(t) if np.isfinite(t) else None) for c, t in enumerate(thr)},
-            suppressed=dropped, warnings=list(self.warnings))
+        try:
+            # flow goes next to the uploads (view<N>.flow.mp4), in the job's own folder
+            pred = self.assistant.analyse(videos, views, on_stage=progress,
+                                          scratch=videos[0].parent, keep_frames=True)
+        except UnreadableVideo as e:
+            raise InputProblem(str(e), status=415) from None
+        except UnusableVideo as e:
+            raise InputProblem(e.reason, status=422) from None
+        except PredictError as e:
+            raise RuntimeError(e.reason) from e
         out = pred.to_dict()
-        out["frames"] = frames
-        out["per_view_scores"] = {str(w): [float(s) for s in per_view[i]]
+        out["videos"] = [f"view {w}" for w in views]  # the temporary paths mean nothing here
+        out["frames"] = {str(w): jpeg_data_urls(pred.frames[w], self.thumb_height)
+                         for w in views}
+        out["per_view_scores"] = {str(w): [float(s) for s in pred.per_view_scores[i]]
                                   for i, w in enumerate(views)}
         return out
 
@@ -434,7 +348,7 @@ class JobStore:
             log.warning("job %s: %s", job.id, job.error)
         except Exception as e:  # noqa: BLE001 - one failed take must not stop the server
             log.exception("job %s failed", job.id)
-            job.error = "The analysis failed: " + _scrub(_first_line(e), job)
+            job.error = "The analysis failed: " + _scrub(first_line(e), job)
             job.status, job.http_status = "failed", 500
         finally:
             job.finished = time.time()
@@ -448,11 +362,6 @@ class JobStore:
 
 class Busy(Exception):
     pass
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 def _scrub(message: str, job: Job) -> str:
@@ -684,7 +593,7 @@ def _save(src, dst: Path) -> None:
 
 def predict_config_for(cfg: ServeConfig, config_path: str | None = None, overrides=()):
     """The assistant's ``[predict]`` config with ``run``/``runs_dir`` taken from ``[serve]``."""
-    from evaluate.assistant import PredictConfig
+    from assist.assistant import PredictConfig
     from pipeline.config import load_stage_config
 
     pc = load_stage_config(PredictConfig, "predict", config_path, list(overrides))
@@ -704,7 +613,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from evaluate.assistant import PredictError
+    from assist.assistant import PredictError
     from pipeline.config import load_stage_config
 
     cfg = load_stage_config(ServeConfig, "serve", args.config, args.overrides)
@@ -712,7 +621,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         app = create_app(cfg, predict_cfg=pcfg)
     except (PredictError, FileNotFoundError, ValueError, RuntimeError) as e:
-        log.error("cannot start: %s", _first_line(e))
+        log.error("cannot start: %s", first_line(e))
         return 1
     log.info("open http://%s:%d/ in a browser (API schema: /docs); Ctrl+C stops", cfg.host,
              cfg.port)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evaluate.serve import ServeConfig, create_app
+from assist.server import ServeConfig, create_app
 from pipeline.taxonomy import ADVICE, CLASSES
 
 
@@ -23,7 +24,7 @@ def real_client(tiny_run):
 
 
 def test_predict_matches_the_assistant(real_client, tiny_run):
-    from evaluate.assistant import PredictConfig, predict_take
+    from assist import Assistant
 
     client, app = real_client
     take = tiny_run["take"]
@@ -42,32 +43,62 @@ def test_predict_matches_the_assistant(real_client, tiny_run):
         assert len(res["frames"][v]) == 4
         head, data = res["frames"][v][0].split(",", 1)
         assert head == "data:image/jpeg;base64" and base64.b64decode(data)[:2] == b"\xff\xd8"
-    # what `cprclip predict` says about the same files
-    ref = predict_take(take, [1, 2], PredictConfig(runs_dir=str(tiny_run["runs"]),
-                                                   run="cpr_clip_plus"))
+    # what `cprclip predict` says about the same files (it is this call)
+    ref = Assistant.load(tiny_run["run"]).analyse(take, [1, 2])
     np.testing.assert_allclose([res["scores"][c] for c in CLASSES],
                                [ref.scores[c] for c in CLASSES], rtol=1e-5, atol=1e-6)
     assert [e["id"] for e in res["errors"]] == [d.id for d in ref.errors]
+    np.testing.assert_allclose([res["per_view_scores"][v] for v in ("1", "2")],
+                               ref.per_view_scores, rtol=1e-5, atol=1e-6)
+    # the page's answer is predict's JSON plus the keys only the page needs
+    assert set(res) == set(ref.to_dict()) | {"frames", "per_view_scores", "files", "notes"}
+    assert res["videos"] == ["view 1", "view 2"]  # never the server's temporary paths
     assert list(Path(app.state.tmp_root).rglob("*")) == []  # videos and flow removed
 
 
-def test_job_goes_through_the_flow_stage(real_client, tiny_run):
+def test_job_goes_through_the_flow_stage(real_client, tiny_run, monkeypatch):
+    """The job is held inside the flow stage until a status poll has seen it there, so the test
+    fails if the flow stage is skipped or never reported (flow of a tiny clip takes
+    milliseconds: polling alone would miss it)."""
     client, app = real_client
     assert [s["key"] for s in client.get("/health").json()["stages"]] == [
         "check", "flow", "features", "score"]
+    analyser = app.state.analyser
+    real_analyse = analyser.analyse
+    entered: list[str] = []
+    in_flow, release = threading.Event(), threading.Event()
+
+    def held_in_flow(videos, views, progress):
+        def stage(key):
+            entered.append(key)
+            progress(key)
+            if key == "flow":
+                in_flow.set()
+                assert release.wait(60), "the test never released the flow stage"
+        return real_analyse(videos, views, stage)
+
+    monkeypatch.setattr(analyser, "analyse", held_in_flow)
     p = tiny_run["take"][0]
     form = [("files", (p.name, p.read_bytes(), "video/mp4"))]
     job_id = client.post("/jobs", files=form).json()["id"]
-    seen = set()
+    try:
+        assert in_flow.wait(60), f"the job never entered the flow stage (stages: {entered})"
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "running" and job["stage"] == "flow", job
+        assert {s["key"]: s["state"] for s in job["stages"]} == {
+            "queued": "done", "check": "done", "flow": "active", "features": "waiting",
+            "score": "waiting"}
+    finally:
+        release.set()
     t0 = time.time()
     while time.time() - t0 < 60:
         job = client.get(f"/jobs/{job_id}").json()
-        seen.add(job["stage"])
         if job["status"] in ("done", "failed"):
             break
         time.sleep(0.02)
     assert job["status"] == "done", job["error"]
-    assert seen <= {"queued", "check", "flow", "features", "score"}
+    assert entered == ["check", "flow", "features", "score"]
+    assert all(s["state"] == "done" for s in job["stages"])
     assert list(Path(app.state.tmp_root).rglob("*")) == []
 
 

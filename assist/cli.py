@@ -1,4 +1,8 @@
-"""``cprclip predict VIDEO [VIDEO ...]``: detected errors and advice for the 1-4 views of one take."""
+"""``cprclip predict VIDEO [VIDEO ...]``: detected errors and advice for the 1-4 views of one take.
+
+Loads the run with :meth:`assist.assistant.Assistant.load` and prints what
+:meth:`~assist.assistant.Assistant.analyse` found, as text or JSON.
+"""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evaluate.assistant import PredictConfig, PredictError, format_text, predict_take
+    from assist.assistant import Assistant, PredictConfig, PredictError, check_take, format_text
 
     overrides = list(args.set)
     for key, value in (("run", args.run), ("threshold_source", args.threshold),
@@ -47,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
         config = DEFAULT_CONFIG  # run from the repo root; elsewhere the built-in defaults
     cfg = load_stage_config(PredictConfig, "predict", config, overrides)
     try:
-        pred = predict_take(args.videos, args.views, cfg)
+        check_take(args.videos, args.views)  # before loading anything: a wrong count fails fast
+        pred = Assistant.load(config=cfg).analyse(args.videos, args.views)
     except PredictError as e:
         log.error("%s", e)
         return 1

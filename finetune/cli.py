@@ -3,8 +3,8 @@
     cprclip finetune --config configs/synthetic.toml [key=value ...] [--stop-after-epoch N]
     torchrun --nproc-per-node=K -m pipeline finetune --config ... [key=value ...]
 
-Keys are those of :class:`train.finetune.FinetuneConfig` (``[finetune]`` in the TOML). Writes
-``<runs_dir>/finetune/<backbone>-<modality>/checkpoint.safetensors`` per stream, which
+Keys are those of :class:`finetune.config.FinetuneConfig` (``[finetune]`` in the TOML). Writes
+``<finetune_dir>/<dataset>/<backbone>-<modality>/checkpoint.safetensors`` per stream, which
 ``cprclip extract`` (``checkpoint = "auto"``) then uses. A rerun with the same config, manifest
 and init does nothing; an interrupted run resumes from its last finished epoch.
 Exit code 0 on success, 2 for a config, manifest, checkpoint or video problem, or a write that
@@ -28,21 +28,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="save the state and stop after epoch N (a time-boxed job); rerun to resume")
 
 
+def _check_moved_keys(config: str | None, overrides: list[str]) -> None:
+    """``runs_dir`` no longer places fine-tuning (it writes under ``finetune_dir``): a
+    ``[finetune] runs_dir`` or ``runs_dir=`` override is an error naming the new key, never a
+    silent change of place. ``[common] runs_dir`` still places the models' runs."""
+    from pipeline.config import ConfigError, parse_overrides, read_toml
+
+    given = set(parse_overrides(overrides))
+    if config:
+        section = read_toml(config).get("finetune", {})
+        given |= set(section) if isinstance(section, dict) else set()
+    if "runs_dir" in given:
+        raise ConfigError("[finetune] key 'runs_dir': fine-tuning now writes under "
+                          "finetune_dir (default \"finetuned\"): <finetune_dir>/<dataset>/"
+                          "<backbone>-<modality>/; set finetune_dir=... instead")
+
+
 def main(args: argparse.Namespace) -> int:
     from extract.backbones import WeightsError
     from extract.decoders import DecodeError
+    from finetune.config import FinetuneConfig
+    from finetune.loop import run_finetune
     from pipeline.config import load_stage_config
     from pipeline.manifest import ManifestError
-    from train.finetune import FinetuneConfig, run_finetune
+    from pipeline.runs import ResumeError
 
+    _check_moved_keys(args.config, args.overrides)
     cfg = load_stage_config(FinetuneConfig, "finetune", args.config, args.overrides)
     try:
         results = run_finetune(cfg, stop_after_epoch=args.stop_after_epoch)
-    except (ManifestError, WeightsError, DecodeError) as e:
+    except (ManifestError, WeightsError, DecodeError, ResumeError) as e:
         log.error("%s", e)
         return 2
     except OSError as e:  # e.g. a full disk: the message names the file; rerun to resume
-        where = "" if e.filename else f" (writing under {cfg.runs_dir})"
+        where = "" if e.filename else f" (writing under {cfg.finetune_dir})"
         log.error("finetune: %s%s", e, where)
         return 2
     if int(os.environ.get("RANK", 0)) == 0:

@@ -1,20 +1,26 @@
 """Write a PNG montage of synthetic clips: one row per label set, one column per view.
 
-    python -m pipeline.synth_montage docs/img/synthetic_views.png
+    .venv/bin/python docs/figures/synth_montage.py docs/img/synthetic_views.png
 
 Each cell is the frame of deepest compression of a clip rendered in memory by
-``pipeline.synth.render_clip``. The image goes through a 96-colour palette to stay small.
+``synth.render`` (no files, no ffmpeg). The image goes through a 96-colour palette to stay
+small. The figure is shown in docs/synthetic.md.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from pipeline.synth_render import derive_seed, iter_frames, sample_motion, sample_participant
-from pipeline.taxonomy import CLASSES
+# Run as a script from anywhere: the repository root holds the packages.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipeline.taxonomy import CLASSES  # noqa: E402
+from synth.render import (derive_seed, iter_frames, sample_motion,  # noqa: E402
+                          sample_participant)
 
 DEFAULT_ROWS = ((0,), (1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (4, 6, 11, 12))
 

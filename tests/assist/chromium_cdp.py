@@ -183,7 +183,7 @@ def screenshot_result(base: str, videos: list[Path], out: Path, profile: Path,
 
 if __name__ == "__main__":
     # Screenshot of a real result from a running `cprclip serve` (docs/serve.md):
-    #   .venv/bin/python tests/serve/chromium_cdp.py http://127.0.0.1:8000 OUT.png VIDEO [VIDEO ...]
+    #   .venv/bin/python tests/assist/chromium_cdp.py http://127.0.0.1:8000 OUT.png VIDEO [VIDEO ...]
     import sys
     import tempfile
 

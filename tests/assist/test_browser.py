@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.serve import ServeConfig, create_app
+from assist.server import ServeConfig, create_app
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -1,4 +1,4 @@
-"""Fixtures for the `cprclip serve` tests: tiny videos, a stub model, and a tiny real run.
+"""Fixtures for the assistant's tests (`cprclip serve`, `Assistant`): tiny videos, a stub model, and a tiny real run.
 
 The API tests use :class:`StubAnalyser` (no model: fast, and it can block or crash on demand).
 The end-to-end tests use ``tiny_run``: a tiny synthetic dataset pushed through the real
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate.serve import InputProblem, ServeConfig, create_app
+from assist.server import InputProblem, ServeConfig, create_app
 
 
 def pytest_configure(config):
@@ -130,8 +130,8 @@ def stub_server():
 def _stage_missing() -> str | None:
     import importlib.util
 
-    for mod in ("pipeline.synth", "extract.flow_cli", "extract.cli", "train.cli",
-                "evaluate.assistant", "extract.runner"):
+    for mod in ("synth.cli", "extract.flow_cli", "extract.cli", "train.cli",
+                "assist.assistant", "extract.runner"):
         if importlib.util.find_spec(mod) is None:
             return f"the tiny real run needs {mod}, which is not built yet"
     return None

@@ -1,6 +1,6 @@
 """Render one synthetic CPR clip: a rescuer compressing a manikin's chest, seen by one camera.
 
-Pure numpy plus cv2 drawing; no files, no ffmpeg (``pipeline.synth`` encodes and writes).
+Pure numpy plus cv2 drawing; no files, no ffmpeg (``synth.runner`` encodes and writes).
 
 The scene is built from 3D primitives (spheres and capsules) of an articulated rescuer (torso,
 head, upper arms, forearms, hands, thighs, shins, feet) and a torso-only manikin. Each frame they

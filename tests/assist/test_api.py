@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.serve import ServeConfig, display_name
+from assist.server import ServeConfig, display_name
 from pipeline.config import ConfigError, load_stage_config
 
 

@@ -1,0 +1,504 @@
+"""The assistant: the 1-4 views of one take in, errors and advice out.
+
+:class:`Assistant` loads a run once (its head, its thresholds and the backbone of every modality
+it was trained on); :meth:`Assistant.analyse` then does, for a take of V views (video files, in
+a manifest or not):
+
+1. ``check``: every video opens (an unreadable one is named in a one-line error);
+2. ``flow`` (runs trained on flow only): flow of each view with the recipe the run's flow
+   features record (:func:`extract.flow.compute_flow_video`), into a scratch folder;
+3. ``features``: (V, T, D) features per modality exactly as the run's training features were
+   made: the same decoding, sampling and crops (:func:`extract.runner.video_views`) and the same
+   backbone (:class:`extract.runner.FeatureModel`, its checkpoint checked against the recorded
+   sha256 by :func:`extract.runner.recorded_checkpoint`, or re-created from the seed);
+4. ``score``: the run's scores (:meth:`train.runs.Run.scores`) -> (V, C), fused over the views
+   (mean, as ``cprclip eval`` does for its decisions) -> (C,), and the decision
+   (:func:`evaluate.decide.decide`): a class is detected when its fused score reaches its
+   threshold. Thresholds come from ``runs/<name>/thresholds.json`` (chosen on val by
+   ``cprclip eval``); without that file the fallback is 0.5 for BCE probabilities and, for
+   prompt similarities (no fixed scale), the z-score rule of
+   :func:`evaluate.decide.zscore_predictions`. A warning says so. At most one error per
+   exclusive group survives (the one furthest above its threshold), and at most 4 errors.
+
+Each error is reported with its score and what to correct (:data:`pipeline.taxonomy.ADVICE`),
+or the take is said to look correct. ``cprclip predict`` (:mod:`assist.cli`) and
+``cprclip serve`` (:mod:`assist.server`) both go through this class.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluate.decide import decide
+from pipeline.features import FeatureRecipe, FeatureStoreError, is_random_init, read_feature_recipe
+from pipeline.log import first_line
+from pipeline.manifest import VIEWS
+from pipeline.taxonomy import ADVICE, CLASSES
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_SOURCES = ("val", "fixed")
+HEADS = ("auto", "clip", "bce")
+DEFAULT_RUN = "cpr_clip_plus"  # the paper's best model
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """``[predict]`` section."""
+
+    # where the runs are; also a [common] key
+    runs_dir: str = "runs"
+    # run folder (name under runs_dir, or a path); "" = runs/cpr_clip_plus when it exists, else
+    # the run with the best val mAP in its metrics.json
+    run: str = ""
+    # which scores decide: clip (prompt similarity), bce (BCE head), or auto: the head with the
+    # better val mAP in metrics.json (bce when the run was never evaluated and has one)
+    head: str = "auto"
+    # val: per-class thresholds chosen on val by `cprclip eval`; fixed: the fallback rule below
+    threshold_source: str = "val"
+    # fallback threshold for BCE probabilities
+    bce_threshold: float = 0.5
+    # fallback for similarities: predicted when >= this many std above the clip's mean score
+    clip_z: float = 1.0
+    # cpu by default: one take is a few seconds of work and needs no GPU
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        from pipeline.config import ConfigError
+
+        if self.threshold_source not in THRESHOLD_SOURCES:
+            raise ConfigError(f"[predict] threshold_source {self.threshold_source!r}: valid are "
+                              f"{', '.join(THRESHOLD_SOURCES)}")
+        if self.head not in HEADS:
+            raise ConfigError(f"[predict] head {self.head!r}: valid are {', '.join(HEADS)}")
+
+
+class PredictError(RuntimeError):
+    """Input the assistant cannot use; a one-line message naming the file and the problem.
+
+    ``reason`` is the underlying cause alone (without the "which file, which modality" prefix
+    of the message), for callers that name the file their own way, as the web server does.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class UnreadableVideo(PredictError):
+    """A file that does not open as a video with at least 2 frames."""
+
+
+class UnusableVideo(PredictError):
+    """A video that opens but that the run's extraction recipe cannot use (e.g. too few frames)."""
+
+
+@dataclass
+class Detection:
+    id: int
+    name: str
+    score: float
+    threshold: float | None
+    advice: str
+
+
+# Prediction fields that are arrays for a caller in Python, not part of the JSON answer.
+_NOT_JSON = ("per_view_scores", "frames")
+
+
+@dataclass
+class Prediction:
+    """What the assistant found for one take. ``scores`` is the fused (C,) score per class name.
+
+    ``per_view_scores`` (V, C) are the scores of each view before fusing; ``frames`` maps each
+    view number to the (T, h, w, 3) uint8 RGB frames the model sampled from it (only when
+    :meth:`Assistant.analyse` is asked to keep them). Neither is in :meth:`to_dict`.
+    """
+
+    videos: list[str]
+    views: list[int]
+    run: str
+    model: str
+    head: str
+    threshold_source: str
+    errors: list[Detection]
+    looks_correct: bool
+    correct_detected: bool
+    scores: dict[str, float]
+    thresholds: dict[str, float | None] | None
+    suppressed: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    per_view_scores: np.ndarray | None = field(default=None, repr=False)
+    frames: dict[int, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer (``cprclip predict --json``; the web API adds its own keys)."""
+        out = asdict(replace(self, per_view_scores=None, frames=None))
+        for k in _NOT_JSON:
+            del out[k]
+        return out
+
+
+# --- choosing the run, head and thresholds --------------------------------------------------
+
+def _metrics(run_dir: Path) -> dict | None:
+    p = run_dir / "metrics.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _val_map(metrics: dict | None, head: str) -> float:
+    try:
+        v = metrics["heads"][head]["val"]["video"]["map"]["value"]
+    except (KeyError, TypeError):
+        return -1.0
+    return -1.0 if v is None else float(v)
+
+
+def resolve_run_dir(cfg: PredictConfig) -> Path:
+    """The run folder to use (see :class:`PredictConfig`.run)."""
+    root = Path(cfg.runs_dir)
+    if cfg.run:
+        p = Path(cfg.run)
+        p = p if p.is_dir() else root / cfg.run
+        if not (p / "checkpoint.safetensors").is_file():
+            raise PredictError(f"run {cfg.run}: no checkpoint.safetensors in {p}")
+        return p
+    default = root / DEFAULT_RUN
+    if (default / "checkpoint.safetensors").is_file():
+        return default
+    candidates = [d for d in sorted(root.glob("*/")) if (d / "checkpoint.safetensors").is_file()]
+    if not candidates:
+        raise PredictError(f"no trained run under {root}; run 'cprclip train' or pass --run")
+    best = max(candidates, key=lambda d: max(_val_map(_metrics(d), h) for h in ("clip", "bce")))
+    return best
+
+
+def choose_head(run, metrics: dict | None, want: str) -> str:
+    have = [h for h, ok in (("clip", run.has_clip), ("bce", run.has_bce)) if ok]
+    if want != "auto":
+        if want not in have:
+            raise PredictError(f"run {run.name} has no '{want}' scores (it has: {', '.join(have)})")
+        return want
+    if metrics is not None and len(have) > 1:
+        return max(have, key=lambda h: _val_map(metrics, h))
+    return "bce" if "bce" in have else have[0]
+
+
+def load_thresholds(run_dir: Path, head: str, cfg: PredictConfig) -> tuple[np.ndarray | None, str, list[str]]:
+    """(thresholds (C,) or None for the z-score rule, source description, warnings)."""
+    warnings: list[str] = []
+    if cfg.threshold_source == "val":
+        p = run_dir / "thresholds.json"
+        try:
+            data = json.loads(p.read_text())
+            vals = data["heads"][head]["values"]
+            if vals is None:
+                raise KeyError("values")
+            thr = np.array([np.inf if v is None else float(v) for v in vals], dtype=np.float64)
+            if len(thr) != len(CLASSES):
+                raise ValueError(f"{len(thr)} thresholds for {len(CLASSES)} classes")
+            return thr, f"val ({p})", warnings
+        except FileNotFoundError:
+            warnings.append(f"{p} not found (run 'cprclip eval' to choose thresholds on val); "
+                            "using the fixed fallback rule")
+        except (KeyError, ValueError, TypeError) as e:
+            warnings.append(f"{p}: no usable '{head}' thresholds ({e}); using the fixed fallback rule")
+    if head == "bce":
+        return np.full(len(CLASSES), cfg.bce_threshold), f"fixed ({cfg.bce_threshold} on probabilities)", warnings
+    return None, f"fixed (z-score >= {cfg.clip_z} over the 14 similarities, top class always)", warnings
+
+
+def run_recipes(run) -> dict[str, FeatureRecipe]:
+    """How each of the run's training feature files was made. The run records the recipe; the
+    file itself fills in what an older record lacks (the extraction config)."""
+    out = {}
+    for m, path in run.feature_files.items():
+        recorded = run.feature_attrs.get(m, {})
+        try:
+            recipe = FeatureRecipe.from_attrs(recorded)
+        except FeatureStoreError:
+            recipe = None
+        if (recipe is None or not recipe.config) and Path(path).is_file():
+            try:
+                # the record wins where both say something: it is what the run was trained on
+                recipe = FeatureRecipe.from_attrs({**read_feature_recipe(path).to_attrs(),
+                                                   **recorded})
+            except FeatureStoreError as e:
+                raise PredictError(f"run {run.name}: {first_line(e)}") from None
+        if recipe is None or not recipe.config:
+            raise PredictError(f"run {run.name}: the {m} feature file {path} is gone and the run "
+                               "does not record how its features were extracted")
+        out[m] = recipe
+    return out
+
+
+def check_readable(path: Path, decoder: str = "decord") -> None:
+    """Raise UnreadableVideo naming ``path`` unless it opens as a video with frames."""
+    from extract.decoders import open_video
+
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableVideo(f"{path}: no such file")
+    try:
+        with open_video(path, decoder) as r:
+            n = r.num_frames
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
+        raise UnreadableVideo(f"{path}: not a readable video ({first_line(e)})") from None
+    if n < 2:
+        raise UnreadableVideo(f"{path}: not a readable video ({n} frame(s))")
+
+
+def check_take(videos: list[Path], views: list[int] | None) -> list[int]:
+    """The view number of each video (default 1, 2, ...); PredictError unless it is one take."""
+    if not 1 <= len(videos) <= len(VIEWS):
+        raise PredictError(f"give the 1 to 4 views of one take, got {len(videos)} videos")
+    views = list(views) if views else list(range(1, len(videos) + 1))
+    if len(views) != len(videos):
+        raise PredictError(f"--views has {len(views)} numbers for {len(videos)} videos")
+    bad = [v for v in views if v not in VIEWS]
+    if bad or len(set(views)) != len(views):
+        raise PredictError(f"--views {views}: each must be 1..4 and appear once")
+    return views
+
+
+# --- the assistant --------------------------------------------------------------------------
+
+# stage keys in the order analyse() enters them; "flow" only for runs trained on flow
+STAGES = ("check", "flow", "features", "score")
+OnStage = Callable[[str], None]
+
+
+class Assistant:
+    """A run ready to judge takes: loaded once by :meth:`load`, then :meth:`analyse` per take.
+
+    Public attributes: ``config`` (:class:`PredictConfig`), ``run`` (:class:`train.runs.Run`),
+    ``run_dir``, ``head`` (``clip`` or ``bce``), ``thresholds`` ((C,) or None for the z-score
+    rule), ``threshold_source`` (in words), ``recipes`` ({modality: FeatureRecipe}),
+    ``decoder`` and ``warnings`` (said once, at load). :meth:`analyse` only reads them, so
+    several threads may analyse takes with one assistant.
+    """
+
+    def __init__(self, config: PredictConfig, run, run_dir: Path, head: str,
+                 thresholds: np.ndarray | None, threshold_source: str,
+                 recipes: dict[str, FeatureRecipe], extract_configs: dict, models: dict,
+                 warnings: list[str]):
+        self.config = config
+        self.run = run
+        self.run_dir = run_dir
+        self.head = head
+        self.thresholds = thresholds
+        self.threshold_source = threshold_source
+        self.recipes = recipes
+        self.warnings = warnings
+        self._extract_configs = extract_configs  # {modality: ExtractConfig}
+        self._models = models  # {modality: FeatureModel}, each loaded once
+        self.decoder = next(iter(extract_configs.values())).decoder
+
+    @classmethod
+    def load(cls, run: str | Path = "", config: PredictConfig | None = None,
+             **settings: Any) -> "Assistant":
+        """Load a run. ``run``: a run folder or a name under ``runs_dir`` ("" = the config's
+        choice: runs/cpr_clip_plus when it exists, else the best run by val mAP). ``settings``
+        override keys of ``config`` (``head="clip"``, ``device="cuda"``, ...).
+
+        Raises PredictError with one line when the run, its thresholds or its backbones cannot
+        be used.
+        """
+        from extract.backbones import WeightsError
+        from extract.runner import ExtractError, FeatureModel, config_from_json, recorded_checkpoint
+        from pipeline.config import build, to_dict
+        from pipeline.runtime import pick_device
+        from train.runs import load_run
+
+        config = config or PredictConfig()
+        if run or settings:
+            values = {**to_dict(config), **settings, **({"run": str(run)} if run else {})}
+            config = build(PredictConfig, values, "Assistant.load")
+        run_dir = resolve_run_dir(config)
+        try:
+            loaded = load_run(run_dir)
+        except Exception as e:  # noqa: BLE001 - the loader names its file
+            raise PredictError(f"run {run_dir}: cannot load ({first_line(e)})") from e
+        head = choose_head(loaded, _metrics(run_dir), config.head)
+        thresholds, source, warnings = load_thresholds(run_dir, head, config)
+        recipes = run_recipes(loaded)
+        for m, recipe in recipes.items():
+            if is_random_init(recipe):
+                warnings.append(f"run {loaded.name} was trained on {m} features from a RANDOMLY "
+                                f"initialised backbone ({recipe.backbone}): its advice "
+                                "is a demo, not a judgement of real CPR")
+        if "flow" in recipes and not _flow_settings(recipes["flow"]):
+            raise PredictError(f"run {loaded.name}: its flow features record no flow recipe, so "
+                               "the flow of a new video cannot be made the same way")
+        for w in warnings:
+            log.warning("%s", w)
+        device = pick_device(config.device)
+        extract_configs, models = {}, {}
+        for m, recipe in recipes.items():
+            extract_configs[m] = config_from_json(recipe.config_json)
+            try:
+                models[m] = FeatureModel(extract_configs[m], m, recorded_checkpoint(recipe), device)
+            except (ExtractError, WeightsError) as e:
+                raise PredictError(f"run {loaded.name}: the {m} backbone cannot be re-made "
+                                   f"({first_line(e)})", first_line(e)) from e
+        log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", loaded.name,
+                 loaded.model_name, head, source, ", ".join(recipes))
+        return cls(config, loaded, run_dir, head, thresholds, source, recipes, extract_configs,
+                   models, warnings)
+
+    @property
+    def stages(self) -> list[str]:
+        """The stage keys :meth:`analyse` reports to ``on_stage``, in order."""
+        return [s for s in STAGES if s != "flow" or "flow" in self.recipes]
+
+    def check_video(self, path: str | Path) -> None:
+        """Raise UnreadableVideo unless ``path`` opens as a video with frames."""
+        check_readable(Path(path), self.decoder)
+
+    def analyse(self, videos: list[str | Path], views: list[int] | None = None,
+                on_stage: OnStage | None = None, *, scratch: str | Path | None = None,
+                keep_frames: bool = False) -> Prediction:
+        """Judge the 1-4 views of one take (see the module docstring).
+
+        ``views``: the view number (1-4) of each video, default 1, 2, ... ``on_stage(key)`` is
+        called on entering each stage of :attr:`stages`. Flow videos are written to
+        ``scratch`` (as ``view<N>.flow.mp4``), by default a temporary folder removed after.
+        ``keep_frames``: fill ``Prediction.frames`` with the sampled RGB frames of each view.
+        Raises PredictError (UnreadableVideo, UnusableVideo) with one line.
+        """
+        videos = [Path(v) for v in videos]
+        views = check_take(videos, views)
+        stage = on_stage or (lambda key: None)
+        stage("check")
+        for v in videos:
+            self.check_video(v)
+        if scratch is not None:
+            return self._analyse(videos, views, stage, Path(scratch), keep_frames)
+        with tempfile.TemporaryDirectory(prefix="cprclip-predict-") as tmp:
+            return self._analyse(videos, views, stage, Path(tmp), keep_frames)
+
+    def _analyse(self, videos: list[Path], views: list[int], stage: OnStage, scratch: Path,
+                 keep_frames: bool) -> Prediction:
+        import torch
+
+        from extract.decoders import DecodeError
+        from extract.runner import ExtractError, VideoFailure, video_views
+
+        where = videos[0] if len(videos) == 1 else "the take"
+        flows: list[Path | None] = [None] * len(videos)
+        if "flow" in self.recipes:
+            stage("flow")
+            from extract.flow import compute_flow_video
+
+            rec = _flow_settings(self.recipes["flow"])
+            for i, v in enumerate(videos):
+                flows[i] = scratch / f"view{views[i]}.flow.mp4"
+                try:
+                    compute_flow_video(v, flows[i], rec["method"], int(rec["short_side"]) or None,
+                                       float(rec["bound"]))
+                except (DecodeError, ExtractError) as e:
+                    raise PredictError(f"{where}: flow features failed ({first_line(e)})",
+                                       first_line(e)) from e
+        stage("features")
+        feats: dict[str, np.ndarray] = {}
+        frames: dict[int, np.ndarray] = {}
+        for m, model in self._models.items():
+            log.info("extracting %s features of %d view(s) with %s", m, len(videos),
+                     self.recipes[m].backbone)
+            rows = []
+            for i, v in enumerate(videos):
+                try:
+                    vv = video_views(self._extract_configs[m], m, v, flows[i])  # (K, T, h, w, C)
+                except VideoFailure as e:
+                    raise UnusableVideo(f"{where}: {m} features failed ({first_line(e)})",
+                                        str(e)) from e
+                if keep_frames and m == "rgb":
+                    frames[views[i]] = vv[0]  # the first crop's (T, h, w, 3): what the model saw
+                rows.append(model(torch.from_numpy(vv[None]))[0])  # (T, D)
+            feats[m] = np.stack(rows)  # (V, T, D)
+        if keep_frames and not frames:  # a flow-only run: show the sampled RGB frames anyway
+            frames = {w: self._sampled_rgb(v) for v, w in zip(videos, views)}
+        stage("score")
+        try:
+            all_scores = self.run.scores(feats)
+        except ValueError as e:  # features of another dimension than the checkpoint's
+            raise PredictError(first_line(e)) from None
+        per_view = np.asarray(all_scores[self.head], dtype=np.float64)  # (V, C)
+        fused = per_view.mean(axis=0)  # (C,): mean over views, as eval's decisions
+        errors, correct, dropped = decide(fused, self.thresholds, self.config.clip_z)
+        thr = self.thresholds
+        return Prediction(
+            [str(v) for v in videos], views, self.run.name, self.run.model_name, self.head,
+            self.threshold_source,
+            [Detection(c, CLASSES[c], float(fused[c]), None if thr is None else float(thr[c]),
+                       ADVICE[c]) for c in errors],
+            looks_correct=not errors, correct_detected=correct,
+            scores={CLASSES[c]: float(fused[c]) for c in range(len(CLASSES))},
+            thresholds=None if thr is None else {
+                CLASSES[c]: (float(t) if np.isfinite(t) else None) for c, t in enumerate(thr)},
+            suppressed=dropped, warnings=list(self.warnings), per_view_scores=per_view,
+            frames=frames if keep_frames else None)
+
+    def _sampled_rgb(self, video: Path) -> np.ndarray:
+        """(T, H, W, 3) uint8: the frames at the T segment centres of ``video``, uncropped."""
+        from extract.decoders import open_video, read_frames
+        from extract.sampling import segment_indices
+
+        T = next(iter(self._extract_configs.values())).segments
+        with open_video(video, self.decoder) as r:
+            n = r.num_frames
+        return read_frames(video, segment_indices(n, T, 1).reshape(-1), self.decoder)
+
+
+def _flow_settings(recipe: FeatureRecipe) -> dict[str, str]:
+    """{method, bound, short_side} of a flow feature file's recorded flow recipe ({} if none)."""
+    from extract.flow import parse_recipe
+
+    return parse_recipe(recipe.flow_recipe)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+def format_text(p: Prediction) -> str:
+    """What a trainee reads."""
+    lines = []
+    shown = ", ".join(f"{Path(v).name} (view {w})" for v, w in zip(p.videos, p.views))
+    lines.append(f"Take: {shown}")
+    head = {"clip": "prompt similarity", "bce": "BCE head"}.get(p.head, p.head)
+    lines.append(f"Model: run {p.run} ({p.model}), scores: {head}, thresholds: {p.threshold_source}")
+    lines.append("")
+    if p.looks_correct:
+        lines.append("No error detected: the compressions look correct.")
+        if not p.correct_detected:
+            lines.append("(The model is not confident about 'Correct' either; "
+                         "consider another take or more views.)")
+    else:
+        lines.append(f"Detected {len(p.errors)} error(s), furthest above its threshold first:")
+        for i, d in enumerate(p.errors, 1):
+            lines.append(f"  {i}. {d.name} ({_confidence(p, d)}): {d.advice}.")
+        advice = list(dict.fromkeys(d.advice for d in p.errors))
+        lines.append("")
+        lines.append("What to correct: " + "; ".join(advice) + ".")
+    for s in p.suppressed:
+        lines.append(f"  (not reported: {s['name']}, {s['reason']})")
+    for w in p.warnings:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def _confidence(p: Prediction, d: Detection) -> str:
+    if p.head == "bce":
+        return f"confidence {100 * d.score:.0f}%"
+    if d.threshold is None:
+        return f"similarity {d.score:.3f}"
+    return f"similarity {d.score:.3f}, threshold {d.threshold:.3f}"
