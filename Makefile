@@ -47,9 +47,9 @@ info: setup
 	$(CLI) info
 
 # --- pipeline stages ---
-# The manifest is a real file: `make data` does nothing when it is newer than the config.
-# The synthetic manifest is a real file: `make data` does nothing once it exists. A real
-# dataset's manifest is written by the user (README.md) and only checked here.
+# The synthetic manifest is a real file: `make data` generates it once and then does nothing
+# while it exists (delete data/synthetic/ to regenerate). A real dataset's manifest is written
+# by the user (README.md); here it only has to exist (`cprclip manifest check` checks its rows).
 data: $(MANIFEST)
 data/synthetic/manifest.csv: | $(STAMP)
 	$(CLI) synth --config $(CONFIG) $(ARGS)
@@ -91,7 +91,7 @@ bench-train: setup
 	$(PY) bench/train.py
 
 clean:
-	rm -rf runs features/$(DATASET) report
+	rm -rf runs finetuned/$(DATASET) features/$(DATASET) report
 clean-all: clean
 	rm -rf data/synthetic $(VENV)
 

@@ -32,11 +32,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
 from evaluate.decide import decide
+from pipeline.config import check_device, check_fields, check_range
 from pipeline.features import FeatureRecipe, FeatureStoreError, is_random_init, read_feature_recipe
 from pipeline.log import first_line
 from pipeline.manifest import VIEWS
@@ -44,14 +45,19 @@ from pipeline.taxonomy import ADVICE, CLASSES
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_SOURCES = ("val", "fixed")
-HEADS = ("auto", "clip", "bce")
+# Choice fields of [predict]
+ThresholdSource = Literal["val", "fixed"]
+Head = Literal["auto", "clip", "bce"]
+THRESHOLD_SOURCES: tuple[str, ...] = get_args(ThresholdSource)
+HEADS: tuple[str, ...] = get_args(Head)
 DEFAULT_RUN = "cpr_clip_plus"  # the paper's best model
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     """``[predict]`` section."""
+
+    SECTION: ClassVar[str] = "predict"
 
     # where the runs are; also a [common] key
     runs_dir: str = "runs"
@@ -60,9 +66,9 @@ class PredictConfig:
     run: str = ""
     # which scores decide: clip (prompt similarity), bce (BCE head), or auto: the head with the
     # better val mAP in metrics.json (bce when the run was never evaluated and has one)
-    head: str = "auto"
+    head: Head = "auto"
     # val: per-class thresholds chosen on val by `cprclip eval`; fixed: the fallback rule below
-    threshold_source: str = "val"
+    threshold_source: ThresholdSource = "val"
     # fallback threshold for BCE probabilities
     bce_threshold: float = 0.5
     # fallback for similarities: predicted when >= this many std above the clip's mean score
@@ -70,14 +76,10 @@ class PredictConfig:
     # cpu by default: one take is a few seconds of work and needs no GPU
     device: str = "cpu"
 
-    def validate(self) -> None:
-        from pipeline.config import ConfigError
-
-        if self.threshold_source not in THRESHOLD_SOURCES:
-            raise ConfigError(f"[predict] threshold_source {self.threshold_source!r}: valid are "
-                              f"{', '.join(THRESHOLD_SOURCES)}")
-        if self.head not in HEADS:
-            raise ConfigError(f"[predict] head {self.head!r}: valid are {', '.join(HEADS)}")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range(self, "bce_threshold", ge=0, le=1)  # a probability
+        check_device(self)
 
 
 class PredictError(RuntimeError):

@@ -23,7 +23,7 @@ files as ``view<N>.video`` into its own new temporary folder (so two requests ne
 file), and that folder is removed when the request's work ends, whatever happened. Request
 bodies are cut off once they pass the total upload limit, before anything is parsed.
 
-Work runs in a thread pool of ``workers`` threads, so the event loop keeps answering status
+Work runs in a thread pool of ``max_concurrent_takes`` threads, so the event loop keeps answering status
 polls and health checks while a take is being analysed; takes beyond that wait in a queue of
 at most ``max_queue`` (more -> 503).
 
@@ -49,7 +49,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -57,7 +57,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.config import ConfigError
+from pipeline.config import check_fields, check_range
 from pipeline.log import first_line
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ MB = 1024 * 1024
 class ServeConfig:
     """``[serve]`` section of a config TOML."""
 
+    SECTION: ClassVar[str] = "serve"
+    RENAMED: ClassVar[dict[str, str]] = {"workers": "max_concurrent_takes"}
+
     runs_dir: str = "runs"  # from [common]: where run names are looked up
     # run folder: a name under runs_dir or a path; "" = the assistant's default choice
     # (runs/cpr_clip_plus when present, else the run with the best val mAP)
@@ -79,21 +82,20 @@ class ServeConfig:
     # per file: a 20 s CPR-Coach view (4K H.264) is 50-150 MB; more is rather a wrong file
     max_upload_mb: float = 200.0
     max_files: int = 4  # the 4 camera views of one take
-    workers: int = 1  # takes analysed at once: one take already keeps 2 CPU cores busy
+    # takes analysed at once (threads sharing the loaded model): one take already keeps 2 CPU
+    # cores busy. Was `workers`, which names processes in the other stages.
+    max_concurrent_takes: int = 1
     max_queue: int = 8  # takes waiting beyond this get "busy, try again" (503)
     keep_results: int = 64  # finished jobs kept for GET /jobs/{id}; the oldest go first
     thumb_height: int = 96  # px of the frame thumbnails on the page
 
-    def validate(self) -> None:
-        if not 1 <= self.max_files <= 4:
-            raise ConfigError(f"[serve] max_files={self.max_files} must be 1..4 (views of a take)")
-        if self.max_upload_mb <= 0:
-            raise ConfigError(f"[serve] max_upload_mb={self.max_upload_mb} must be > 0")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"[serve] port={self.port} must be 0..65535")
-        for key in ("workers", "max_queue", "keep_results", "thumb_height"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[serve] {key}={getattr(self, key)} must be >= 1")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range(self, "max_files", ge=1, le=4)  # the views of one take
+        check_range(self, "max_upload_mb", gt=0)
+        check_range(self, "port", ge=0, le=65535)
+        for key in ("max_concurrent_takes", "max_queue", "keep_results", "thumb_height"):
+            check_range(self, key, ge=1)
 
 
 class InputProblem(Exception):
@@ -436,7 +438,7 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
     if analyser is None:
         analyser = AssistantAnalyser(predict_cfg or predict_config_for(cfg), cfg.thumb_height)
     tmp_root = Path(tempfile.mkdtemp(prefix="cprclip-serve-"))
-    store = JobStore(analyser, cfg.workers, cfg.max_queue, cfg.keep_results)
+    store = JobStore(analyser, cfg.max_concurrent_takes, cfg.max_queue, cfg.keep_results)
     limit_file = int(cfg.max_upload_mb * MB)
 
     @asynccontextmanager

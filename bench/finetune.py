@@ -9,7 +9,7 @@
     .venv/bin/python bench/finetune.py probe features/synthetic/tsn_r18-rgb-8seg.h5 [more.h5]
 
 ``speed`` counts images = videos x segments per second (a flow "image" has 10 channels), the
-unit mmaction2 and DESIGN.md use. ``probe`` with two files (rgb, flow) also reports them
+unit mmaction2 reports. ``probe`` with two files (rgb, flow) also reports them
 concatenated (joined on video_id). Both print one line per result; nothing is written.
 """
 from __future__ import annotations

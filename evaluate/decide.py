@@ -1,8 +1,9 @@
 """The decision rules: from scores to the error set a user is told about.
 
-``cprclip eval`` measures these decisions on test and ``cprclip predict`` / ``cprclip serve``
-apply them to a new take, so both import them from here and the figures the report prints are
-the figures the assistant earns. Pure numpy: arrays in, arrays out.
+``cprclip eval`` and the assistant (``cprclip predict`` / ``cprclip serve``) both import them
+from here, so the threshold-free fallback the report measures is the one the assistant applies.
+:func:`decide` adds what only a single take needs: at most one error per exclusive group and at
+most 4. Pure numpy: arrays in, arrays out.
 """
 from __future__ import annotations
 

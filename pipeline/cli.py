@@ -55,7 +55,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                 mod = importlib.import_module(module)
             except ModuleNotFoundError as e:
                 if e.name and module.startswith(e.name):
-                    p.set_defaults(_missing=f"'cprclip {name}' is not built yet ({module} is missing)")
+                    # every stage ships with the project: a missing one is a broken checkout
+                    p.set_defaults(_missing=f"'cprclip {name}' cannot start: its module {module} "
+                                            "is missing from this checkout (restore it with git, "
+                                            "then run 'make setup')")
                     continue
                 raise
             mod.add_arguments(p)

@@ -430,7 +430,7 @@ def check_agreement(config_path: str | Path, data: dict[str, Any] | None = None)
     if "finetune" in present and "extract" in present:
         ckpt = str(_effective(data, "extract", "checkpoint") or "").strip().lower()
         if ckpt == "auto":
-            why = "[extract] checkpoint = \"auto\" uses the finetuned weights, trained at that scale"
+            why = "[extract] checkpoint = 'auto' uses the finetuned weights, learnt at that scale"
             pairs += [(key, "finetune", "extract", why) for key in CROP_AGREEMENTS]
     for key, a, b, why in pairs:
         va, vb = _effective(data, a, key), _effective(data, b, key)

@@ -84,7 +84,10 @@ class FeatureSet:
     @property
     def recipe(self) -> "FeatureRecipe":
         """The typed provenance of the file these rows came from."""
-        return FeatureRecipe.from_attrs(self.attrs)
+        try:
+            return FeatureRecipe.from_attrs(self.attrs)
+        except FeatureStoreError as e:  # name the file: the attributes alone do not
+            raise FeatureStoreError(f"{self.path}: {e}") from None
 
     def __len__(self) -> int:
         return len(self.video_id)

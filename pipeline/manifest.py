@@ -1,10 +1,12 @@
-"""The dataset manifest: one CSV row per video file (docs/design.md, "Manifest"), and the flow
-index that ``cprclip flow`` writes beside its flow videos.
+"""The dataset manifest: one CSV row per video file, and the flow index that ``cprclip flow``
+writes beside its flow videos.
 
 Columns: video_id, path, take_id, view, participant, split, labels, flow (optional).
-``path`` and ``flow`` are relative to the manifest's folder. The loader rejects bad rows with a
-message that names the file, the row and the problem; ``check_manifest`` collects all of them.
-Rows are numbered by their line in the file (the header is line 1).
+``path`` and ``flow`` are relative to the manifest's folder; ``video_id`` is a safe file name
+(:func:`pipeline.paths.name_problem`), since stages name output files after it. The loader
+rejects bad rows with a message that names the file, the row and the problem;
+:func:`parse_manifest` collects all of them. Rows are numbered by their line in the file (the
+header is line 1).
 
 A stage never rewrites the manifest: ``cprclip flow`` records what it computed in
 ``<flow_dir>/index.csv`` (:func:`write_flow_index`), and the loader fills a row's ``flow`` from
@@ -118,7 +120,8 @@ def _resolve(base: Path, rel: str, allow_outside_root: bool) -> tuple[Path | Non
     except (OSError, RuntimeError, ValueError) as e:  # too long, symlink loop
         return None, f"path {rel!r} cannot be resolved ({e})"
     if not allow_outside_root and not p.is_relative_to(base.resolve()):
-        return p, f"path {rel!r} leaves the dataset folder {base} (set allow_outside_root to permit)"
+        return p, (f"path {rel!r} leaves the dataset folder {base} "
+                   "(set allow_outside_root to permit)")
     return p, None
 
 
@@ -302,7 +305,8 @@ def load_manifest(
     """Load a manifest, raising ManifestError on the first bad row (flow: see parse_manifest)."""
     records, errors = parse_manifest(path, check_files, allow_outside_root, flow_dir)
     if errors:
-        more = f" (and {len(errors) - 1} more problem(s); run 'cprclip manifest check')" if len(errors) > 1 else ""
+        more = (f" (and {len(errors) - 1} more problem(s); run 'cprclip manifest check')"
+                if len(errors) > 1 else "")
         raise ManifestError(errors[0] + more)
     return records
 

@@ -1,4 +1,4 @@
-"""Import mmaction2 1.2.0 despite its two known packaging traps (DESIGN.md).
+"""Import mmaction2 1.2.0 despite its two known packaging traps (docs/design.md, "mmaction2 traps").
 
 1. The wheel and sdist lack ``mmaction/models/localizers/drn``, yet
    ``mmaction.models.localizers`` imports ``DRN`` from it. We never use the DRN temporal

@@ -30,7 +30,8 @@ NUM_CLASSES = len(CLASSES)
 CORRECT = 0
 ERROR_IDS: tuple[int, ...] = tuple(range(1, NUM_CLASSES))
 
-# What a trainer tells the trainee for each class (DESIGN.md, facts from CPR-Coach).
+# What a trainer tells the trainee for each class (docs/design.md, "Label taxonomy": facts
+# from CPR-Coach).
 ADVICE: tuple[str, ...] = (
     "nothing",
     "interlock the fingers",

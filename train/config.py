@@ -89,9 +89,12 @@ class TrainConfig:
     # run control
     val_every: int = 5  # epochs between validations (val mAP on held-out singles)
     stop_after_epoch: int = 0  # stop early after this epoch (0 = off); resume=true continues
-    resume: bool = False  # continue from runs/<name>/last.safetensors
+    # continue from runs/<name>/last.safetensors: true (a different config is an error), auto
+    # (only when the saved state has this config and features), false: train anew (pipeline/runs.py)
+    resume: bool | Literal["auto"] = False
     device: str = "auto"  # auto = cuda when present, else cpu
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    # torch CPU threads. auto: the usable CPUs (pipeline.runtime.resolve_threads); 0 = torch's default
+    num_threads: int | Literal["auto"] = "auto"
 
     @property
     def text_cache(self) -> str:
@@ -117,9 +120,13 @@ class TrainConfig:
             raise key_error(self, "prompt_kinds", str(e)) from None
         for k in ("epochs", "batch_size", "val_every", "hidden_dim", "segments"):
             check_range(self, k, ge=1)
-        for k in ("imagine_per_epoch", "stop_after_epoch", "num_threads", "weight_decay",
-                  "clip_weight", "bce_weight"):
+        for k in ("imagine_per_epoch", "stop_after_epoch", "weight_decay", "clip_weight",
+                  "bce_weight"):
             check_range(self, k, ge=0)
+        if self.num_threads != "auto":
+            check_range(self, "num_threads", ge=0)
+        if self.resume not in (True, False, "auto"):
+            raise key_error(self, "resume", f"{self.resume!r} is not true, false or auto")
         check_range(self, "lr", gt=0)
         check_range(self, "keep_singles", ge=0, le=1)
         check_range(self, "dropout", ge=0, lt=1)  # 1 would drop every unit

@@ -6,7 +6,8 @@ if a model uses text), then trains every model in ``cfg.models`` into ``runs/<mo
 A run folder holds ``config.json`` (resolved config, model args, feature provenance, text
 encoder, prompt set), ``checkpoint.safetensors`` (final weights + test-prompt embeddings),
 ``last.safetensors`` (resume state), ``prompts.json``, ``metrics.jsonl`` and TensorBoard
-events under ``tensorboard/``.
+events under ``tensorboard/``; ``metrics.jsonl``, ``tensorboard/`` and the ``resume`` rule are
+the run convention every trainer shares (:mod:`pipeline.runs`).
 
 Determinism: the head is initialised from ``seed``; each epoch's samples come from
 ``rng([seed, epoch])`` and its dropout masks from ``torch.manual_seed(f(seed, epoch))``; the
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,11 @@ import numpy as np
 import torch
 
 from pipeline.config import to_dict
-from pipeline.provenance import code_version, sha256_file
 from pipeline.log import progress
+from pipeline.provenance import code_version, sha256_file
+from pipeline.runs import (METRICS_NAME, MetricsLog, SavedState, fingerprint, open_tensorboard,
+                           read_state, resume_after)
+from pipeline.runtime import describe, pick_device, resolve_threads
 from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_hot, single_label_sets
 from train import checkpoint as ckpt
 from train.config import MODELS, ModelSpec, TrainConfig
@@ -72,12 +75,6 @@ class Prepared:
     provenance: dict[str, Any]
     label_sets: list[tuple[int, ...]]
     text: TextBank | None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str,
@@ -163,6 +160,22 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg_dict.items() if k not in RUN_CONTROL_KEYS}
 
 
+def run_identity(cfg_dict: dict[str, Any], model_name: str,
+                 features: dict[str, str] | None) -> dict[str, Any]:
+    """What a run's weights follow from (pipeline.runs): the config less the run-control keys,
+    the model, and the sha256 of each feature file."""
+    return {"config": _comparable(cfg_dict), "model_name": model_name, "features": features}
+
+
+def _saved(last: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> SavedState | None:
+    """What ``last.safetensors`` says about its run (its metadata holds the full config)."""
+    if last is None:
+        return None
+    meta = last[1]
+    identity = run_identity(meta["config"], meta["model_name"], meta.get("features"))
+    return SavedState(int(meta["epoch"]), fingerprint(identity), identity)
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -237,7 +250,7 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
               config_path: str | None = None) -> dict[str, Any]:
     """Train one model into its run folder; returns a summary (name, dir, epochs, last val)."""
     spec = MODELS[model_name]
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     out = run_dir_for(cfg, model_name)
     out.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
@@ -251,36 +264,23 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    start = 0
+    # The run convention of pipeline/runs.py: resume rule, metrics.jsonl, tensorboard/.
     last_path = out / "last.safetensors"
-    if cfg.resume and last_path.is_file():
-        tensors, meta = ckpt.load(last_path)
-        if _comparable(meta["config"]) != _comparable(cfg_dict) or meta["model_name"] != model_name:
-            diff = sorted(k for k in set(_comparable(meta["config"])) | set(_comparable(cfg_dict))
-                          if meta["config"].get(k) != cfg_dict.get(k))
-            raise ValueError(f"{last_path}: cannot resume, config differs in {diff or ['model_name']}")
-        feats = {m: v["sha256"] for m, v in prep.provenance.items()}
-        if meta.get("features") != feats:
-            raise ValueError(f"{last_path}: cannot resume, the feature files changed since "
-                             f"(sha256 {meta.get('features')} -> {feats})")
+    feats = {m: v["sha256"] for m, v in prep.provenance.items()}
+    last = read_state(cfg.resume, last_path, ckpt.load)
+    start = resume_after(cfg.resume, _saved(last), run_identity(cfg_dict, model_name, feats), out,
+                         cfg.epochs)
+    if start:
+        tensors, meta = last
         model.load_state_dict(ckpt.strip_prefix(tensors, "model."))
         # CPU tensors: load_state_dict moves moments to each param's device and keeps `step` as is
         ckpt.load_optimizer(opt, tensors, meta["param_groups"])
-        start = int(meta["epoch"])
-        log.info("%s: resuming after epoch %d from %s", model_name, start, last_path)
     else:
-        if cfg.resume:
-            log.warning("%s: resume=true but %s does not exist; starting fresh", model_name, last_path)
-        for name in ("metrics.jsonl", "last.safetensors", "checkpoint.safetensors", "config.json",
-                     "prompts.json"):
+        for name in ("last.safetensors", "checkpoint.safetensors", "config.json", "prompts.json"):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
-
-    metrics_path = out / "metrics.jsonl"
-    if start and metrics_path.exists():  # drop rows of epochs after the resumed state
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["epoch"] <= start]
-        metrics_path.write_text("".join(ln + "\n" for ln in keep))
+    del last
+    metrics = MetricsLog(out / METRICS_NAME)
+    metrics.start(start)
 
     record = {
         "model_name": model_name, "config": cfg_dict, "config_file": config_path,
@@ -291,6 +291,7 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
         "data": {"train_singles": len(prep.train), "val_rows": len(prep.val),
                  "imagine": spec.imagine},
         "code_version": code_version(), "torch_version": torch.__version__, "device": str(device),
+        "runtime": describe(device, False, torch.get_num_threads()),
     }
     _write_json(out / "config.json", record)
     if text is not None:
@@ -300,9 +301,7 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             "wording_combos": [list(c) for c in wording_combos(text.kinds)],
             "test": [list(p) for p in text.test_texts]})
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start + 1 if start else None)
+    writer = open_tensorboard(out, start + 1 if start else None)  # x axis: epochs
     classes = prep.train.single_class()
     by_size = (imaginable_sets(prep.label_sets, set(int(c) for c in classes) - {0},
                                tuple(cfg.imagine_sizes)) if spec.imagine else None)
@@ -341,8 +340,7 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             if done % cfg.val_every == 0 or done == cfg.epochs:
                 last_val = _validate(model, prep.val, text, device)
                 row.update(last_val)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            metrics.append(row)
             for k, v in row.items():
                 if k != "epoch":
                     writer.add_scalar(k, v, done)
@@ -382,9 +380,11 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
 
 def train_all(cfg: TrainConfig, config_path: str | None = None) -> list[dict[str, Any]]:
     """Train every model in ``cfg.models``; the features and prompt bank are shared."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
-    log.info("training %s on %s", ", ".join(cfg.models), device)
+    if cfg.num_threads != 0:  # 0: torch's own default
+        # nothing decodes beside a head on features: every usable CPU
+        torch.set_num_threads(resolve_threads(cfg.num_threads, 0, "[train] num_threads"))
+    device = pick_device(cfg.device)
+    log.info("training %s on %s, %d torch thread(s)", ", ".join(cfg.models), device,
+             torch.get_num_threads())
     prep = prepare(cfg, str(device))
     return [train_one(cfg, m, prep, config_path) for m in cfg.models]

@@ -168,7 +168,7 @@ def test_upload_names_are_never_paths(stub_server, clips, tmp_path):
 
 
 def test_two_requests_at_once_keep_their_own_files(stub_server, clips):
-    client, stub, app = stub_server(workers=2)
+    client, stub, app = stub_server(max_concurrent_takes=2)
     stub.gate = threading.Event()
     results = {}
 
@@ -239,9 +239,19 @@ def test_config_sections_load_and_validate():
     for path in ("configs/synthetic.toml", "configs/cpr_coach.toml"):
         cfg = load_stage_config(ServeConfig, "serve", path)
         assert cfg.host == "127.0.0.1" and cfg.max_files == 4 and cfg.max_upload_mb > 0
-    for bad in ("max_files=5", "max_files=0", "max_upload_mb=0", "workers=0", "port=70000"):
-        with pytest.raises(ConfigError):
+    for bad in ("max_files=5", "max_files=0", "max_upload_mb=0", "max_concurrent_takes=0",
+                "workers=0", "port=70000"):
+        with pytest.raises(ConfigError, match=r"\[serve\] key '"):
             load_stage_config(ServeConfig, "serve", None, [bad])
+    with pytest.raises(ConfigError, match="max_files"):
+        ServeConfig(max_files=5)  # built in code: checked too
+
+
+def test_old_key_workers_still_works_and_names_its_new_spelling(caplog):
+    with caplog.at_level("WARNING"):
+        cfg = load_stage_config(ServeConfig, "serve", None, ["workers=3"])
+    assert cfg.max_concurrent_takes == 3
+    assert "'workers' is now called 'max_concurrent_takes'" in caplog.text
     with pytest.raises(ConfigError, match="valid keys"):
         load_stage_config(ServeConfig, "serve", None, ["colour=red"])
 

@@ -32,12 +32,20 @@ def test_eval_then_predict(tiny_pipeline, video_tools, tmp_path, capsys):
 
     # two views of a demo take, text output
     v1, v2 = p["data"] / "videos" / "te0_v1.mp4", p["data"] / "videos" / "te0_v2.mp4"
-    rc = cli_main(["predict", str(v1), str(v2), "--views", "2", "4", "--config", str(p["config"]),
-                   "--head", "clip", "--threshold", "fixed"])
-    assert rc == 0
+    args = ["predict", str(v1), str(v2), "--views", "2", "4", "--config", str(p["config"]),
+            "--head", "clip", "--threshold", "fixed"]
+    assert cli_main(args + ["--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert "te0_v1.mp4 (view 2)" in text and "te0_v2.mp4 (view 4)" in text
-    assert ("Detected" in text) or ("look correct" in text)
+    # the text says what the same prediction's JSON found, and only that
+    if same["errors"]:
+        assert f"Detected {len(same['errors'])} error(s)" in text and "look correct" not in text
+        assert all(e["name"] in text and e["advice"] in text for e in same["errors"])
+    else:
+        assert "No error detected: the compressions look correct." in text
+        assert "Detected" not in text
 
 
 def test_predict_unreadable_video_one_line_error(tiny_pipeline, tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_disk_full_during_train(tmp_path, small_fs, capsys):
 def test_disk_full_during_flow(tmp_path, tmpfs, capsys):
     """flow_dir on the full tmpfs: the run stops at the first video that does not fit, with one
     line naming it; every flow video with a final name is complete, the one being written is
-    removed, and the manifest names only complete flow videos. After space is freed the rerun
+    removed, and the flow index names only complete flow videos. After space is freed the rerun
     reuses them, computes the rest, and the flow equals a reference run's."""
     from pipeline.manifest import load_manifest
     from test_interrupt import FLOW_ARGS as flow_args
@@ -170,20 +170,22 @@ def test_disk_full_during_flow(tmp_path, tmpfs, capsys):
     assert 1 <= len(done) < n
     for f in done:  # whatever has a final name is complete: all 23 flow frames
         assert _flow_frames(f).shape[0] == 23, f
-    # The manifest names exactly the complete flow videos (nothing computed is lost).
-    assert {r.video_id: r.flow for r in load_manifest(m) if r.flow} == \
-        {f.stem: f for f in done}
+    # The flow index names only complete flow videos (all of them when it still fits on the
+    # disk; a rerun reuses them either way), and the manifest is untouched.
+    indexed = {r.video_id: r.flow for r in load_manifest(m, flow_dir=flow_dir) if r.flow}
+    assert indexed.items() <= {f.stem: f for f in done}.items()
+    assert all(r.flow is None for r in load_manifest(m))
 
     filler.unlink()  # space again: the rerun computes the rest and equals the reference
     assert main(args) == 0
     assert f"{n - len(done)} computed" in capsys.readouterr().out
-    got = {r.video_id: r.flow for r in load_manifest(m)}
+    got = {r.video_id: r.flow for r in load_manifest(m, flow_dir=flow_dir)}
     for r in load_manifest(ref_m):
         np.testing.assert_array_equal(_flow_frames(got[r.video_id]), _flow_frames(r.flow))
 
 
 def test_disk_full_during_finetune(tmp_path, tmpfs, capsys):
-    """runs_dir on a tmpfs with room for one training state (tsn_r18: ~90 MB) but not two: the
+    """finetune_dir on a tmpfs with room for one training state (tsn_r18: ~90 MB) but not two: the
     state of epoch 2 does not fit. One line names the file; no checkpoint, no temporaries; the
     state of epoch 1 survives and, after space is freed, a rerun resumes from it and finishes."""
     import sys
@@ -197,10 +199,10 @@ def test_disk_full_during_finetune(tmp_path, tmpfs, capsys):
 
     manifest = make_dataset(tmp_path / "data")
     disk = tmpfs("200m")
-    runs = disk / "runs"
-    run = runs / "finetune" / "tsn_r18-rgb"
+    runs = disk / "finetuned"
+    run = runs / "synthetic" / "tsn_r18-rgb"  # <finetune_dir>/<[common] dataset>/
     args = ["finetune", "--config", "configs/synthetic.toml", f"manifest={manifest}",
-            f"runs_dir={runs}", "modality=rgb", *TINY]
+            f"finetune_dir={runs}", "modality=rgb", *TINY]
     filler = fill(disk, 150 << 20)
     line = fails_with_one_line(capsys, args, 2)
     assert f"finetune: [Errno 28] No space left on device: '{run / 'state.pt'}'" in line, line

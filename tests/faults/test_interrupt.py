@@ -182,8 +182,8 @@ def test_finetune_sigkill_then_resume(tmp_path, capfd):
             "backbone=tsn_r18", "segments=2", "short_side=48", "crop_size=32", "epochs=6",
             "flow_epochs=0", "batch_size=4", "lr=0.01", "warmup_epochs=0", "val_every=1",
             "workers=0", "cache=none", "threads=1", "cpu_amp=false"]
-    assert main([*base, f"runs_dir={tmp_path / 'ref'}"]) == 0
-    run = tmp_path / "killed" / "finetune" / "tsn_r18-rgb"
+    assert main([*base, f"finetune_dir={tmp_path / 'ref'}"]) == 0
+    run = tmp_path / "killed" / "synthetic" / "tsn_r18-rgb"  # <finetune_dir>/<dataset>/
     k = int(rng.integers(1, 5))  # kill once epoch k's state is saved (seeded), mid-epoch k+1
 
     def saved_epochs() -> int:
@@ -192,7 +192,7 @@ def test_finetune_sigkill_then_resume(tmp_path, capfd):
         except FileNotFoundError:
             return 0
 
-    p = _start([*base, f"runs_dir={tmp_path / 'killed'}"])
+    p = _start([*base, f"finetune_dir={tmp_path / 'killed'}"])
     _kill_when(p, lambda: saved_epochs() >= k and (run / "state.pt").exists())
     assert not (run / "checkpoint.safetensors").exists()  # nothing that looks finished
     assert not _orphans(p)
@@ -200,9 +200,9 @@ def test_finetune_sigkill_then_resume(tmp_path, capfd):
     assert max(1, k - 1) <= done < 6  # metrics.jsonl is written just before state.pt
     capfd.readouterr()
 
-    assert main([*base, f"runs_dir={tmp_path / 'killed'}"]) == 0
+    assert main([*base, f"finetune_dir={tmp_path / 'killed'}"]) == 0
     assert f"resuming after epoch {done} of 6" in "".join(capfd.readouterr())
-    a = load_file(str(tmp_path / "ref" / "finetune" / "tsn_r18-rgb" / "checkpoint.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "synthetic" / "tsn_r18-rgb" / "checkpoint.safetensors"))
     b = load_file(str(run / "checkpoint.safetensors"))
     assert a.keys() == b.keys()
     for key in a:

@@ -147,7 +147,8 @@ BAD: dict[str, Bad] = {
     "duplicate_column": Bad(lambda: _csv(GOOD_ROWS, HEADER[:-1] + ["path"]).encode(),
                             "{m}:row 1: column 'path' appears twice in the header"),
     # row-level values
-    "unknown_class": Bad(_plus(_c("c", labels="14")), "{m}:row 4 (c): labels '14': unknown class 14"),
+    "unknown_class": Bad(_plus(_c("c", labels="14")),
+                         "{m}:row 4 (c): labels '14': unknown class 14"),
     "labels_not_ints": Bad(_plus(_c("c", labels="4,5")), "{m}:row 4 (c): labels '4,5'"),
     "impossible_set": Bad(_plus(_c("c", labels="7;8")), "cannot occur together (posture)"),
     "duplicate_id": Bad(_plus(_c("a")), "{m}:row 4 (a): duplicate video_id, first seen on row 2"),

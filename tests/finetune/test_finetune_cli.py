@@ -12,17 +12,24 @@ TINY = ["backbone=tsn_r18", "segments=4", "short_side=48", "crop_size=32", "epoc
         "batch_size=4", "lr=0.01", "workers=0", "warmup_epochs=0", "val_every=1"]
 
 
-def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest, tmp_path):
-    from extract.backbones import build_recognizer, finetuned_checkpoint_path, load_weights
-    from pipeline.provenance import sha256_file
-    from train.finetune import read_checkpoint_meta
+def _ckpt(root, modality):
+    from pipeline.features import finetuned_checkpoint_path
 
-    runs = tmp_path / "runs"
+    return finetuned_checkpoint_path(root, "synthetic", "tsn_r18", modality)  # [common] dataset
+
+
+def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest, tmp_path):
+    from extract.backbones import build_recognizer, load_weights
+    from finetune.weights import read_checkpoint_meta
+    from pipeline.provenance import sha256_file
+
+    runs = tmp_path / "finetuned"
     args = ["finetune", "--config", "configs/synthetic.toml", f"manifest={tiny_manifest}",
-            f"runs_dir={runs}", "modality=rgb,flow", "flow_init=rgb", *TINY, "flow_epochs=1"]
+            f"finetune_dir={runs}", "modality=rgb,flow", "flow_init=rgb", *TINY, "flow_epochs=1"]
     assert main(args) == 0
     for modality in ("rgb", "flow"):
-        ckpt = finetuned_checkpoint_path(runs, "tsn_r18", modality)
+        ckpt = _ckpt(runs, modality)
+        assert ckpt.parent == runs / "synthetic" / f"tsn_r18-{modality}"
         assert ckpt.is_file()
         model = build_recognizer("tsn_r18", modality, num_segments=4, seed=123)
         fresh = {k: v.clone() for k, v in model.state_dict().items()}
@@ -40,6 +47,11 @@ def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest
         assert meta["backbone"] == "tsn_r18" and meta["modality"] == modality
         assert meta["manifest_sha256"] == sha256_file(tiny_manifest)
         assert json.loads(meta["config"])["crop_size"] == 32
+        # the machine's choices, resolved and recorded: "auto" is kept as the config said
+        runtime = json.loads(meta["runtime"])
+        assert json.loads(meta["config"])["cpu_amp"] == "auto"
+        assert runtime["precision"] in ("bf16", "fp32") and runtime["torch_threads"] >= 1
+        assert runtime == json.loads((ckpt.parent / "config.json").read_text())["runtime"]
         run = ckpt.parent
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         epochs = 2 if modality == "rgb" else 1  # flow_epochs=1 shortens the flow stream only
@@ -48,22 +60,32 @@ def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest
         assert (run / "confusion.png").stat().st_size > 1000
         cm = np.array(json.loads((run / "confusion.json").read_text())["matrix"])
         assert cm.shape == (14, 14) and cm.sum() == 4  # the 4 val videos
-        assert list((run / "tb").glob("events.out.tfevents.*"))
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
         state = torch.load(run / "state.pt", weights_only=True)
         assert state["epoch"] == epochs
     # flow started from the RGB stream (cross-modality init), recorded in its metadata
-    flow_meta = read_checkpoint_meta(finetuned_checkpoint_path(runs, "tsn_r18", "flow"))
-    assert flow_meta["init_sha256"] == sha256_file(finetuned_checkpoint_path(runs, "tsn_r18", "rgb"))
+    flow_meta = read_checkpoint_meta(_ckpt(runs, "flow"))
+    assert flow_meta["init_sha256"] == sha256_file(_ckpt(runs, "rgb"))
 
     # A second run with the same config and manifest does nothing.
-    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("finetune/*/checkpoint.safetensors")}
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/checkpoint.safetensors")}
+    assert len(stamps) == 2
     assert main(args) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
 def test_cli_reports_bad_config_and_missing_init(tiny_manifest, tmp_path):
     base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={tiny_manifest}",
-            f"runs_dir={tmp_path}", *TINY]
+            f"finetune_dir={tmp_path}", *TINY]
     assert main(base + ["modality=depth"]) == 2
     assert main(base + ["modality=rgb", f"init_checkpoint={tmp_path / 'nope.pth'}"]) == 2
-    assert not (tmp_path / "finetune").exists()
+    assert not (tmp_path / "synthetic").exists()
+
+
+def test_runs_dir_no_longer_places_finetuning(tiny_manifest, tmp_path, capsys):
+    """The old key fails with a line naming the new one instead of silently writing elsewhere."""
+    rc = main(["finetune", "--config", "configs/synthetic.toml", f"manifest={tiny_manifest}",
+               f"runs_dir={tmp_path}", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "runs_dir" in err and "finetune_dir" in err, err
+    assert not list(tmp_path.iterdir())

@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import load_stage_config
-from train.finetune import FinetuneConfig, run_finetune
+from finetune.config import FinetuneConfig
+from finetune.loop import run_finetune
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = dict(backbone="tsn_r18", segments=4, short_side=48, crop_size=32, epochs=2,
@@ -32,17 +33,17 @@ def test_two_gloo_processes_match_one_process(tiny_manifest, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CPRCLIP_NO_PROGRESS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
            "-m", "pipeline", "finetune", "--config", "configs/synthetic.toml",
-           f"manifest={tiny_manifest}", f"runs_dir={tmp_path / 'ddp'}", *overrides]
+           f"manifest={tiny_manifest}", f"finetune_dir={tmp_path / 'ddp'}", *overrides]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "2 process(es)" in p.stderr  # both ranks joined the group
 
     # the same config file and overrides, in this process
     cfg = load_stage_config(FinetuneConfig, "finetune", ROOT / "configs/synthetic.toml",
-                            [f"manifest={tiny_manifest}", f"runs_dir={tmp_path / 'one'}", *overrides])
+                            [f"manifest={tiny_manifest}", f"finetune_dir={tmp_path / 'one'}", *overrides])
     single = run_finetune(cfg)[0]
     a = load_file(str(single.checkpoint))
-    b = load_file(str(tmp_path / "ddp" / "finetune" / "tsn_r18-rgb" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "synthetic" / "tsn_r18-rgb" / "checkpoint.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)

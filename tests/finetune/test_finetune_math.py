@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from train.finetune import (FinetuneConfig, accuracy_metrics, confusion_matrix,
-                            cross_modality_conv1, hflip, lr_at, multiscale_crop_box,
-                            torchvision_to_mmaction)
+from finetune.config import FinetuneConfig
+from finetune.data import hflip, multiscale_crop_box
+from finetune.loop import lr_at
+from finetune.metrics import accuracy_metrics, confusion_matrix
+from finetune.weights import cross_modality_conv1, torchvision_to_mmaction
 
 
 def test_cross_modality_conv1_averages_rgb_and_repeats_for_every_flow_channel():
@@ -27,7 +29,7 @@ def test_init_weights_applies_cross_modality_init_from_an_rgb_checkpoint(tmp_pat
     from safetensors.torch import save_file
 
     from extract.backbones import build_recognizer
-    from train.finetune import init_weights
+    from finetune.weights import init_weights
 
     rgb = build_recognizer("tsn_r18", "rgb", num_segments=4, seed=1)
     path = tmp_path / "rgb.safetensors"
@@ -140,14 +142,16 @@ def test_config_rejects_bad_values():
 
 
 def test_flow_epochs_reach_only_the_flow_stream():
-    from train.finetune import fingerprint, stream_config
+    from finetune.config import stream_config
+    from finetune.weights import fingerprint
 
     cfg = _cfg(epochs=6, flow_epochs=4)
     assert stream_config(cfg, "rgb").epochs == 6 and stream_config(cfg, "flow").epochs == 4
     assert stream_config(_cfg(epochs=6), "flow").epochs == 6  # 0 = same as epochs
     # Changing flow_epochs leaves the RGB stream's fingerprint alone (no needless retraining) and
     # changes the flow stream's.
-    fp = {m: {fe: fingerprint(stream_config(_cfg(epochs=6, flow_epochs=fe), m), m, "m", "i")
+    fp = {m: {fe: fingerprint(stream_config(_cfg(epochs=6, flow_epochs=fe), m), m, "m", "i",
+                              cpu_amp=False)
               for fe in (0, 4)} for m in ("rgb", "flow")}
     assert fp["rgb"][0] == fp["rgb"][4]
     assert fp["flow"][0] != fp["flow"][4]
@@ -162,3 +166,31 @@ def test_shipped_configs_load(path):
     root = Path(__file__).resolve().parents[2]
     cfg = load_stage_config(FinetuneConfig, "finetune", root / path)
     cfg.validate()
+
+
+def test_cpu_amp_auto_names_the_weights_of_its_resolved_value():
+    from finetune.weights import fingerprint
+
+    fp = {(v, r): fingerprint(_cfg(cpu_amp=v), "rgb", "m", "i", cpu_amp=r)
+          for v, r in ((True, True), ("auto", True), ("auto", False), (False, False))}
+    # "auto" that resolves to bf16 trains what `cpu_amp = true` trained: the same fingerprint,
+    # so a config moved from true to "auto" does not retrain where bf16 is native ...
+    assert fp[True, True] == fp["auto", True]
+    assert fp[False, False] == fp["auto", False]
+    # ... and the precision is part of what the weights follow from
+    assert fp[True, True] != fp[False, False]
+
+
+def test_machine_keys_take_auto_and_explicit_values():
+    from pipeline.config import ConfigError, load_stage_config
+
+    def load(*ov):
+        return load_stage_config(FinetuneConfig, "finetune", None, ["backbone=tsn_r18", *ov])
+
+    assert (load().cpu_amp, load().threads, load().resume) == ("auto", "auto", "auto")
+    assert load("cpu_amp=false").cpu_amp is False and load("cpu_amp=true").cpu_amp is True
+    assert load("threads=3").threads == 3 and load("threads=0").threads == 0
+    assert load("resume=false").resume is False
+    for bad in ("cpu_amp=sometimes", "threads=-1", "threads=many", "resume=maybe"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load(bad)

@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.finetune import ClipDataset, FinetuneConfig, FrameSource, run_finetune, single_class_records
+from finetune.config import FinetuneConfig
+from finetune.data import ClipDataset, FrameSource, single_class_records
+from finetune.loop import run_finetune
 
 
 def _cfg(manifest, runs, **kw):
-    base = dict(manifest=str(manifest), runs_dir=str(runs), backbone="tsn_r18", modality=("rgb",),
+    base = dict(manifest=str(manifest), finetune_dir=str(runs), backbone="tsn_r18", modality=("rgb",),
                 segments=4, short_side=48, crop_size=32, epochs=3, batch_size=4, lr=0.02,
                 workers=0)
     base.update(kw)
@@ -40,6 +43,33 @@ def test_changed_config_starts_over(tiny_manifest, tmp_path):
     run_finetune(_cfg(tiny_manifest, tmp_path, epochs=2), stop_after_epoch=1)
     res = run_finetune(_cfg(tiny_manifest, tmp_path, epochs=2, lr=0.05))[0]
     assert res.status == "trained" and res.epochs_run == 2
+
+
+def test_resume_rule_true_false_and_a_half_written_metrics_line(tiny_manifest, tmp_path):
+    """The run convention of pipeline/runs.py, as finetune applies it."""
+    from pipeline.runs import ResumeError
+
+    stopped = run_finetune(_cfg(tiny_manifest, tmp_path, epochs=3, lr=0.05),
+                           stop_after_epoch=1)[0]
+    run = stopped.checkpoint.parent
+    # resume=true with another config: an error naming the key, and nothing is touched
+    state = (run / "state.pt").read_bytes()
+    with pytest.raises(ResumeError, match="config.lr"):
+        run_finetune(_cfg(tiny_manifest, tmp_path, epochs=3, lr=0.02, resume=True))
+    assert (run / "state.pt").read_bytes() == state
+    # a run killed while appending leaves half a line: a resume drops it with the later rows
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 2, "train/lo')
+    res = run_finetune(_cfg(tiny_manifest, tmp_path, epochs=3, lr=0.05, resume=True),
+                       stop_after_epoch=2)[0]
+    assert res.status == "stopped" and res.epochs_run == 1  # resumed after epoch 1
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2]
+    # resume=false starts over although the state matches
+    res = run_finetune(_cfg(tiny_manifest, tmp_path, epochs=3, lr=0.05, resume=False))[0]
+    assert res.status == "trained" and res.epochs_run == 3
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2, 3]
 
 
 def test_disk_cache_gives_the_same_clips_as_direct_decoding(tiny_manifest, tmp_path):

@@ -143,8 +143,72 @@ def test_config_errors_name_the_choices(tmp_path):
     assert cfg.models == ("cpr_clip_plus",) and cfg.backbone == "tsm_r50"
 
 
-def test_missing_feature_file_is_reported(tmp_path):
+def test_missing_feature_file_is_reported(tmp_path, capsys):
     from pipeline.cli import main
 
     assert main(["train", "--config", "configs/synthetic.toml", f"features_dir={tmp_path}",
                  f"runs_dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    # one line that names the file train looked for (the first modality's) and says why
+    want = tmp_path / "synthetic" / "tsn_r18-rgb-8seg.h5"
+    assert len(errors) == 1 and f"{want}: feature file not found" in errors[0], err
+    assert "Traceback" not in err
+
+
+def test_resume_auto_follows_the_shared_run_convention(tiny_features, tmp_path, text_cache, caplog):
+    """resume="auto" (pipeline/runs.py): continue the same run, drop a half-written metrics
+    line, start over for another config; the machine's choices are recorded."""
+    import logging
+
+    kw = dict(models=("bce",), epochs=4, val_every=1, dropout=0.3)
+    prep = prepare(_cfg(tiny_features, tmp_path, text_cache, **kw))
+    train_one(_cfg(tiny_features, tmp_path, text_cache, run_name="full", **kw), "bce", prep)
+    run = tmp_path / "part"
+    train_one(_cfg(tiny_features, tmp_path, text_cache, run_name="part", stop_after_epoch=2, **kw),
+              "bce", prep)
+    with (run / "metrics.jsonl").open("a") as f:  # killed mid-write
+        f.write('{"epoch": 3, "train/lo')
+    with caplog.at_level(logging.INFO):
+        res = train_one(_cfg(tiny_features, tmp_path, text_cache, run_name="part",
+                             resume="auto", **kw), "bce", prep)
+    assert res["finished"] and f"{run}: resuming after epoch 2 of 4" in caplog.text
+    assert [m["epoch"] for m in _metrics(run)] == [1, 2, 3, 4]
+    a = load_file(str(tmp_path / "full" / "checkpoint.safetensors"))
+    b = load_file(str(run / "checkpoint.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((run / "config.json").read_text())
+    assert record["runtime"]["torch_threads"] == 1 and record["runtime"]["precision"] == "fp32"
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # another config: auto starts over, and says why
+        train_one(_cfg(tiny_features, tmp_path, text_cache, run_name="part", resume="auto",
+                       **{**kw, "lr": 5e-3}), "bce", prep)
+    assert "config.lr" in caplog.text and "starting over" in caplog.text
+    assert [m["epoch"] for m in _metrics(run)] == [1, 2, 3, 4]
+    assert _metrics(run)[0]["train/loss"] != _metrics(tmp_path / "full")[0]["train/loss"] or \
+        _metrics(run)[-1]["train/loss"] != _metrics(tmp_path / "full")[-1]["train/loss"]
+
+
+def test_num_threads_auto_and_zero(monkeypatch):
+    """auto: every usable CPU (a head on features has no decoders beside it); 0: torch's own
+    default, untouched, as before "auto" existed; N: N."""
+    import pipeline.runtime as rt
+    from train import loop
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg, device):  # the threads are set before the features are read
+        raise Stop
+
+    calls = []
+    monkeypatch.setattr(loop, "prepare", stop)
+    monkeypatch.setattr(rt, "usable_cpus", lambda: 3)
+    for value, want in (("auto", 3), (2, 2), (0, None)):
+        torch.set_num_threads(1)
+        with pytest.raises(Stop):
+            loop.train_all(TrainConfig(num_threads=value, device="cpu"))
+        calls.append(torch.get_num_threads())
+        assert want is None or calls[-1] == want, (value, calls)
+    assert calls[-1] == 1  # 0 left torch's setting alone
