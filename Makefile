@@ -22,10 +22,13 @@ ov = $(if $(2),$(1)=$(2))
 EXTRACT_OV := $(call ov,backbone,$(BACKBONE)) $(call ov,modalities,$(MODALITY)) $(call ov,segments,$(SEGMENTS)) $(call ov,checkpoint,$(CHECKPOINT))
 FINETUNE_OV := $(call ov,backbone,$(BACKBONE)) $(call ov,modality,$(MODALITY)) $(call ov,segments,$(SEGMENTS))
 TRAIN_OV := $(call ov,models,$(MODEL)) $(call ov,backbone,$(BACKBONE))
+# Each stage's wall time goes to TIMES; `make all` ends with the table (pipeline/stagetime.py).
+TIMES := runs/stage_times.tsv
+T = $(PY) -m pipeline.stagetime run $(TIMES) $(1) --
 DATASET := $(shell sed -n 's/^dataset *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 
-.PHONY: help setup data flow finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
+.PHONY: times-reset help setup data flow finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
 
 help:
 	@echo "make all      set up, then run the whole pipeline on the synthetic demo dataset"
@@ -52,7 +55,7 @@ info: setup
 # by the user (README.md); here it only has to exist (`cprclip manifest check` checks its rows).
 data: $(MANIFEST)
 data/synthetic/manifest.csv: | $(STAMP)
-	$(CLI) synth --config $(CONFIG) $(ARGS)
+	$(call T,synth) $(CLI) synth --config $(CONFIG) $(ARGS)
 	$(CLI) manifest check $@
 ifneq ($(MANIFEST),data/synthetic/manifest.csv)
 $(MANIFEST):
@@ -60,22 +63,27 @@ $(MANIFEST):
 endif
 
 flow: setup data
-	$(CLI) flow --config $(CONFIG) $(ARGS)
+	$(call T,flow) $(CLI) flow --config $(CONFIG) $(ARGS)
 
 finetune: setup flow
-	$(CLI) finetune --config $(CONFIG) $(FINETUNE_OV) $(ARGS)
+	$(call T,finetune) $(CLI) finetune --config $(CONFIG) $(FINETUNE_OV) $(ARGS)
 
 # extract skips videos already in the feature file, so a rerun does no work.
 extract: setup flow
-	$(CLI) extract --config $(CONFIG) $(EXTRACT_OV) $(ARGS)
+	$(call T,extract) $(CLI) extract --config $(CONFIG) $(EXTRACT_OV) $(ARGS)
 
 train: setup
-	$(CLI) train --config $(CONFIG) $(TRAIN_OV) $(ARGS)
+	$(call T,train) $(CLI) train --config $(CONFIG) $(TRAIN_OV) $(ARGS)
 
 eval: setup
-	$(CLI) eval --config $(CONFIG) $(ARGS)
+	$(call T,eval) $(CLI) eval --config $(CONFIG) $(ARGS)
 
-all: setup data flow finetune extract train eval
+# times-reset comes first so that the table shows this run's stages only.
+all: times-reset setup data flow finetune extract train eval
+	@$(PY) -m pipeline.stagetime table $(TIMES)
+
+times-reset:
+	@mkdir -p $(dir $(TIMES)) && rm -f $(TIMES)
 
 # --- tests and benchmarks ---
 test: setup

@@ -28,7 +28,7 @@ def speed(args: argparse.Namespace) -> None:
     from torch import nn
 
     from extract.backbones import build_recognizer
-    from train.finetune import SegmentClassifier
+    from finetune.model import SegmentClassifier
 
     if args.threads:
         torch.set_num_threads(args.threads)

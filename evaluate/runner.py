@@ -38,7 +38,7 @@ from pipeline.taxonomy import CLASSES, NUM_CLASSES
 log = logging.getLogger(__name__)
 
 # Choice fields of [eval]; the first two name the rows of evaluate.metrics'
-# NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/evaluate/test_runner.py keeps them in step).
+# NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/pipeline/test_config.py keeps them in step).
 NoPositivePolicy = Literal["skip", "zero"]
 ThresholdRule = Literal["val_f1"]
 DecisionFusion = Literal["mean", "max", "none"]

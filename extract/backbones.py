@@ -191,7 +191,7 @@ BACKBONES: dict[str, BackboneSpec] = {
                              pretrained="mobilenet_v2_imagenet"),
 }
 # The names above as a type, so a config's ``backbone`` field is a checked choice
-# (tests/extract/test_extract_backbones.py keeps the two in step).
+# (tests/pipeline/test_config.py keeps the two in step).
 BackboneName = Literal["tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16", "tsn_mnv2",
                        "tsm_mnv2"]
 
@@ -361,15 +361,27 @@ def resolve_checkpoint(checkpoint: str, auto: Path, backbone: str, modality: str
     """The extract config's ``checkpoint`` value -> a file or None (random init).
 
     ``"auto"``: the finetune stage's file ``auto`` (``pipeline.features.finetuned_checkpoint_path``)
-    when it exists, else random init. ``"none"``: random
+    when it exists, else the backbone's shipped pretrained weights (``pretrained`` in its spec),
+    else random init. ``"pretrained"``: the shipped weights (an error for a backbone without). ``"none"``: random
     init. Anything else: that file, which must exist. ``{modality}``/``{backbone}`` in a path
     are filled in, so one config line can serve both streams.
     """
     value = (checkpoint or "none").strip()
+    if value.lower() == "pretrained":
+        p = pretrained_file(backbone)
+        if p is None:
+            raise WeightsError(f"checkpoint=pretrained: backbone {backbone!r} ships no pretrained "
+                               f"weights; those that do: {', '.join(n for n, s in BACKBONES.items() if s.pretrained)}")
+        return p
     if value.lower() == "auto":
         p = Path(auto)
         if p.is_file():
             return p
+        pre = pretrained_file(backbone)
+        if pre is not None:
+            log.info("checkpoint=auto: no finetuned %s-%s weights at %s; using the shipped "
+                     "pretrained weights %s", backbone, modality, p, pre)
+            return pre
         # A warning, not info: features from random weights say little, and the user may
         # simply have forgotten to run finetune first.
         log.warning("checkpoint=auto looked for the finetuned %s-%s weights at %s and found "

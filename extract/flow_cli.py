@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # x264's presets: lossless output either way, they trade speed for file size
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                      "slower", "veryslow", "placebo"]
-# the names of extract.flow.FLOW_METHODS (tests/extract/test_extract_flow.py keeps them in step)
+# the names of extract.flow.FLOW_METHODS (tests/pipeline/test_config.py keeps them in step)
 FlowMethod = Literal["farneback", "tvl1", "dis"]
 
 

@@ -18,7 +18,7 @@ class ModelSpec:
 
 
 # The four models of the study. A visible table: a bad name lists these. ``ModelName`` is the
-# same names as a type for the config (tests/train/test_train.py keeps the two in step).
+# same names as a type for the config (tests/pipeline/test_config.py keeps the two in step).
 ModelName = Literal["cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc"]
 MODELS: dict[str, ModelSpec] = {
     "cpr_clip": ModelSpec(clip=True, bce=False, imagine=True),

@@ -24,7 +24,7 @@ class HeadArgs:
 
     dims: tuple[int, ...]  # per-modality D
     fusion: str  # "concat" | "late"
-    pooling: str  # "mean" | "attention"
+    pooling: str  # "mean" | "attention" | "tconv" | "transformer" (POOLINGS)
     hidden_dim: int
     dropout: float
     embed_dim: int  # E; 0 = no projection head (no text)
@@ -42,25 +42,60 @@ class HeadArgs:
         return cls(**{**d, "dims": tuple(d["dims"])})
 
 
+# How a stream reads its T segments. A visible table of the choices; each is built in Stream.
+POOLINGS = {
+    "mean": "average over segments (TSN's consensus)",
+    "attention": "softmax-weighted average, one learned score per segment",
+    "tconv": "1-D temporal convolution (kernel 3) over segments, then mean and max over time",
+    "transformer": "one transformer layer over segments (ImagineNet-SA), then mean over time",
+}
+
+
 class Stream(nn.Module):
-    """One stream: (B, T, D) -> pooled (B, D) -> hidden (B, H) -> embed (B, E) / logits (B, C)."""
+    """One stream: (B, T, D) -> pooled (B, P) -> hidden (B, H) -> embed (B, E) / logits (B, C).
+
+    P = D for mean and attention pooling; the temporal models (tconv, transformer) first map
+    each segment to H so that they see how features change from segment to segment, which
+    a plain average throws away (rate, jumps, drifting hands are changes over time).
+    """
 
     def __init__(self, in_dim: int, a: HeadArgs):
         super().__init__()
-        if a.pooling not in ("mean", "attention"):
-            raise ValueError(f"unknown pooling {a.pooling!r}; valid: mean, attention")
+        if a.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {a.pooling!r}; valid: {', '.join(POOLINGS)}")
+        self.pooling = a.pooling
         self.attn = nn.Linear(in_dim, 1) if a.pooling == "attention" else None
-        self.trunk = nn.Sequential(nn.Linear(in_dim, a.hidden_dim), nn.GELU(), nn.Dropout(a.dropout))
+        self.temporal: nn.Module | None = None
+        pooled_dim = in_dim
+        if a.pooling == "tconv":
+            self.temporal = nn.Sequential(nn.Dropout(a.dropout),
+                                          nn.Conv1d(in_dim, a.hidden_dim, 3, padding=1), nn.GELU())
+            pooled_dim = 2 * a.hidden_dim  # mean and max over time
+        elif a.pooling == "transformer":
+            self.temporal = nn.Sequential(nn.Dropout(a.dropout), nn.Linear(in_dim, a.hidden_dim))
+            self.encoder = nn.TransformerEncoderLayer(a.hidden_dim, nhead=8,
+                                                      dim_feedforward=2 * a.hidden_dim,
+                                                      dropout=a.dropout, batch_first=True)
+            pooled_dim = a.hidden_dim
+        self.trunk = nn.Sequential(nn.Linear(pooled_dim, a.hidden_dim), nn.GELU(), nn.Dropout(a.dropout))
         self.proj = nn.Linear(a.hidden_dim, a.embed_dim) if a.embed_dim else None
         self.cls = nn.Linear(a.hidden_dim, a.num_classes) if a.num_classes else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if self.attn is None:  # x: (B, T, D), already standardised
-            pooled = x.mean(dim=1)
-        else:
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) standardised -> (B, P)."""
+        if self.pooling == "mean":
+            return x.mean(dim=1)
+        if self.pooling == "attention":
             w = torch.softmax(self.attn(x), dim=1)  # (B, T, 1) weights over segments
-            pooled = (w * x).sum(dim=1)
-        h = self.trunk(pooled)
+            return (w * x).sum(dim=1)
+        if self.pooling == "tconv":
+            h = self.temporal(x.transpose(1, 2))  # (B, H, T)
+            return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        h = self.encoder(self.temporal(x))  # (B, T, H)
+        return h.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        h = self.trunk(self.pool(x))
         emb = F.normalize(self.proj(h), dim=-1) if self.proj is not None else None
         logits = self.cls(h) if self.cls is not None else None
         return emb, logits

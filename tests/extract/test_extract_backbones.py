@@ -7,8 +7,9 @@ import pickle
 import pytest
 import torch
 
-from extract.backbones import (BACKBONES, WeightsError, build_recognizer, finetuned_checkpoint_path,
-                               frame_features, load_backbone, load_weights, resolve_checkpoint)
+from extract.backbones import (BACKBONES, WeightsError, build_recognizer, frame_features,
+                               load_backbone, load_weights, resolve_checkpoint)
+from pipeline.features import finetuned_checkpoint_path
 
 
 def test_table_lists_required_backbones():
@@ -100,17 +101,17 @@ def test_pickle_payload_is_refused(tmp_path, capsys):
 
 
 def test_checkpoint_resolution(tmp_path):
-    auto = finetuned_checkpoint_path(tmp_path, "tsn_r18", "flow")
-    assert auto == tmp_path / "finetune" / "tsn_r18-flow" / "checkpoint.safetensors"
-    assert resolve_checkpoint("auto", tmp_path, "tsn_r18", "flow") is None
-    assert resolve_checkpoint("none", tmp_path, "tsn_r18", "flow") is None
+    auto = finetuned_checkpoint_path(tmp_path, "tiny", "tsn_r18", "flow")
+    assert auto == tmp_path / "tiny" / "tsn_r18-flow" / "checkpoint.safetensors"
+    assert resolve_checkpoint("auto", auto, "tsn_r18", "flow") is None
+    assert resolve_checkpoint("none", auto, "tsn_r18", "flow") is None
     auto.parent.mkdir(parents=True)
     auto.write_bytes(b"x")
-    assert resolve_checkpoint("auto", tmp_path, "tsn_r18", "flow") == auto
-    assert resolve_checkpoint(str(tmp_path / "finetune/tsn_r18-{modality}/checkpoint.safetensors"),
-                              tmp_path, "tsn_r18", "flow") == auto
+    assert resolve_checkpoint("auto", auto, "tsn_r18", "flow") == auto
+    assert resolve_checkpoint(str(tmp_path / "tiny/tsn_r18-{modality}/checkpoint.safetensors"),
+                              auto, "tsn_r18", "flow") == auto
     with pytest.raises(WeightsError, match="not found"):
-        resolve_checkpoint(str(tmp_path / "missing.pth"), tmp_path, "tsn_r18", "rgb")
+        resolve_checkpoint(str(tmp_path / "missing.pth"), auto, "tsn_r18", "rgb")
 
 
 def test_random_init_is_logged(caplog):

@@ -25,7 +25,7 @@ TINY = ["short_side=32", "crop_size=32", "batch_videos=4", "workers=0"]
 
 def common(root: Path, manifest: Path, features: str = "features") -> list[str]:
     return [f"manifest={manifest}", "dataset=tiny", f"features_dir={root / features}",
-            f"runs_dir={root / 'runs'}"]
+            f"finetune_dir={root / 'finetuned'}"]
 
 
 def extract(root, manifest, *extra, features="features"):
@@ -133,10 +133,11 @@ def test_bad_inputs_go_to_failures_csv_and_run_goes_on(tmp_path, capsys):
 def test_checkpoint_auto_and_recipe_change_is_refused(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from extract.backbones import build_recognizer, finetuned_checkpoint_path
+    from extract.backbones import build_recognizer
+    from pipeline.features import finetuned_checkpoint_path
 
     m = make_dataset(tmp_path, takes=1, views=2)
-    ck = finetuned_checkpoint_path(tmp_path / "runs", "tsn_r18", "rgb")
+    ck = finetuned_checkpoint_path(tmp_path / "finetuned", "tiny", "tsn_r18", "rgb")
     ck.parent.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in build_recognizer("tsn_r18", "rgb", seed=7)
                .state_dict().items()}, str(ck))
