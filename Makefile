@@ -20,7 +20,7 @@ RUN ?=
 ARGS ?=
 ov = $(if $(2),$(1)=$(2))
 EXTRACT_OV := $(call ov,backbone,$(BACKBONE)) $(call ov,modalities,$(MODALITY)) $(call ov,segments,$(SEGMENTS)) $(call ov,checkpoint,$(CHECKPOINT))
-FINETUNE_OV := $(call ov,backbone,$(BACKBONE)) $(call ov,modality,$(MODALITY)) $(call ov,segments,$(SEGMENTS))
+FINETUNE_OV := $(call ov,backbone,$(BACKBONE)) $(call ov,modalities,$(MODALITY)) $(call ov,segments,$(SEGMENTS))
 TRAIN_OV := $(call ov,models,$(MODEL)) $(call ov,backbone,$(BACKBONE))
 # Each stage's wall time goes to TIMES; `make all` ends with the table (pipeline/stagetime.py).
 TIMES := runs/stage_times.tsv

@@ -11,18 +11,23 @@ a manifest or not):
    made: the same decoding, sampling and crops (:func:`extract.runner.video_views`) and the same
    backbone (:class:`extract.runner.FeatureModel`, its checkpoint checked against the recorded
    sha256 by :func:`extract.runner.recorded_checkpoint`, or re-created from the seed);
-4. ``score``: the run's scores (:meth:`train.runs.Run.scores`) -> (V, C), fused over the views
-   (mean, as ``cprclip eval`` does for its decisions) -> (C,), and the decision
-   (:func:`evaluate.decide.decide`): a class is detected when its fused score reaches its
-   threshold. Thresholds come from ``runs/<name>/thresholds.json`` (chosen on val by
-   ``cprclip eval``); without that file the fallback is 0.5 for BCE probabilities and, for
-   prompt similarities (no fixed scale), the z-score rule of
-   :func:`evaluate.decide.zscore_predictions`. A warning says so. At most one error per
-   exclusive group survives (the one furthest above its threshold), and at most 4 errors.
+4. ``score``: the input check (:mod:`evaluate.ood`: is each view's video close enough to the
+   training videos?), the run's scores (:meth:`train.runs.Run.scores`) -> (V, C), fused over
+   the views (mean, as ``cprclip eval`` does) -> (C,), and the verdict of
+   :func:`evaluate.decide.decide` -- the very function ``cprclip eval`` measures in its report.
 
-Each error is reported with its score and what to correct (:data:`pipeline.taxonomy.ADVICE`),
-or the take is said to look correct. ``cprclip predict`` (:mod:`assist.cli`) and
-``cprclip serve`` (:mod:`assist.server`) both go through this class.
+The operating point (calibration, per-class marks, the "Correct" level) and the input check's
+reference come from ``runs/<name>/thresholds.json`` and ``ood.npz``, written by ``cprclip eval``
+and tied to the checkpoint's sha256: a file made for another checkpoint is refused. Without
+the file the fallback is 0.5 on BCE probabilities or, for prompt similarities (no fixed scale),
+the z-score rule of :func:`evaluate.decide.zscore_predictions`; both are uncalibrated, so the
+take is then never declared correct ("not sure" instead), and a warning says so.
+
+The verdict is ``errors`` (each with its calibrated probability and what to correct,
+:data:`pipeline.taxonomy.ADVICE`), ``correct``, ``not_sure`` (with the closest candidates) or
+``unsuitable`` (the video does not look like chest compressions: no error list).
+``cprclip predict`` (:mod:`assist.cli`) and ``cprclip serve`` (:mod:`assist.server`) both go
+through this class.
 """
 from __future__ import annotations
 
@@ -36,11 +41,14 @@ from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
-from evaluate.decide import decide
+from evaluate.decide import (SYNTHETIC_NOTE, OperatingPoint, StaleThresholds, ThresholdsError,
+                             decide, fuse_checked_views, ood_from, operating_point_from,
+                             read_thresholds, synthetic_sources)
 from pipeline.config import check_device, check_fields, check_range
 from pipeline.features import FeatureRecipe, FeatureStoreError, is_random_init, read_feature_recipe
 from pipeline.log import first_line
 from pipeline.manifest import VIEWS
+from pipeline.provenance import sha256_file
 from pipeline.taxonomy import ADVICE, CLASSES
 
 log = logging.getLogger(__name__)
@@ -104,11 +112,17 @@ class UnusableVideo(PredictError):
 
 @dataclass
 class Detection:
+    """One error: ``score`` the fused raw score, ``threshold`` its mark on that raw scale (None
+    under the z-score rule), ``probability`` the calibrated probability and ``mark`` the level
+    it must reach (both None when the run is not calibrated)."""
+
     id: int
     name: str
     score: float
     threshold: float | None
     advice: str
+    probability: float | None = None
+    mark: float | None = None
 
 
 # Prediction fields that are arrays for a caller in Python, not part of the JSON answer.
@@ -117,7 +131,16 @@ _NOT_JSON = ("per_view_scores", "frames")
 
 @dataclass
 class Prediction:
-    """What the assistant found for one take. ``scores`` is the fused (C,) score per class name.
+    """What the assistant found for one take. ``scores`` is the fused (C,) raw score per class
+    name, ``thresholds`` the marks on that scale.
+
+    ``verdict`` (:data:`evaluate.decide.VERDICTS`): ``errors``, ``correct``, ``not_sure`` or
+    ``unsuitable``; ``reason``: why not sure / unsuitable, in words for people;
+    ``probabilities`` and ``marks``: the calibrated probability and the level of each class
+    (None when the run is not calibrated); ``candidates``: errors below their marks but closest
+    to them; ``input_check``: per view, how far its video is from the training videos
+    (``ratio``; unsuitable above ``limit``), None when the run has no check.
+    ``looks_correct`` is ``verdict == "correct"``.
 
     ``per_view_scores`` (V, C) are the scores of each view before fusing; ``frames`` maps each
     view number to the (T, h, w, 3) uint8 RGB frames the model sampled from it (only when
@@ -137,8 +160,19 @@ class Prediction:
     thresholds: dict[str, float | None] | None
     suppressed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    verdict: str = ""
+    reason: str = ""
+    probabilities: dict[str, float] | None = None
+    marks: dict[str, float | None] | None = None
+    candidates: list[Detection] = field(default_factory=list)
+    input_check: dict[str, Any] | None = None
     per_view_scores: np.ndarray | None = field(default=None, repr=False)
     frames: dict[int, np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.verdict:  # built by hand: say what the fields imply
+            self.verdict = "errors" if self.errors else ("correct" if self.looks_correct
+                                                         else "not_sure")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer (``cprclip predict --json``; the web API adds its own keys)."""
@@ -196,28 +230,62 @@ def choose_head(run, metrics: dict | None, want: str) -> str:
     return "bce" if "bce" in have else have[0]
 
 
-def load_thresholds(run_dir: Path, head: str, cfg: PredictConfig) -> tuple[np.ndarray | None, str, list[str]]:
-    """(thresholds (C,) or None for the z-score rule, source description, warnings)."""
-    warnings: list[str] = []
-    if cfg.threshold_source == "val":
-        p = run_dir / "thresholds.json"
-        try:
-            data = json.loads(p.read_text())
-            vals = data["heads"][head]["values"]
-            if vals is None:
-                raise KeyError("values")
-            thr = np.array([np.inf if v is None else float(v) for v in vals], dtype=np.float64)
-            if len(thr) != len(CLASSES):
-                raise ValueError(f"{len(thr)} thresholds for {len(CLASSES)} classes")
-            return thr, f"val ({p})", warnings
-        except FileNotFoundError:
-            warnings.append(f"{p} not found (run 'cprclip eval' to choose thresholds on val); "
-                            "using the fixed fallback rule")
-        except (KeyError, ValueError, TypeError) as e:
-            warnings.append(f"{p}: no usable '{head}' thresholds ({e}); using the fixed fallback rule")
+def fallback_point(head: str, cfg: PredictConfig) -> OperatingPoint:
+    """The operating point without eval: 0.5 on BCE probabilities, the z-score rule on
+    similarities. Uncalibrated: a take is then never declared correct."""
     if head == "bce":
-        return np.full(len(CLASSES), cfg.bce_threshold), f"fixed ({cfg.bce_threshold} on probabilities)", warnings
-    return None, f"fixed (z-score >= {cfg.clip_z} over the 14 similarities, top class always)", warnings
+        return OperatingPoint(head, "fixed", np.full(len(CLASSES), cfg.bce_threshold))
+    return OperatingPoint(head, "zscore", None, z=cfg.clip_z)
+
+
+def _fallback_source(op: OperatingPoint, cfg: PredictConfig) -> str:
+    if op.marks is None:
+        return f"fixed (z-score >= {cfg.clip_z} over the 14 similarities, top class always)"
+    return f"fixed ({cfg.bce_threshold} on probabilities)"
+
+
+def load_operating_point(run_dir: Path, head: str, cfg: PredictConfig,
+                         checkpoint_sha256: str | None):
+    """``(operating point, source in words, input-check reference or None, warnings)``.
+
+    Reads ``run_dir/thresholds.json`` (:func:`evaluate.decide.read_thresholds`). A file made for
+    another checkpoint is refused with PredictError under ``threshold_source = "val"``; a
+    missing or unusable one falls back to :func:`fallback_point` with a warning."""
+    warnings: list[str] = []
+    p = run_dir / "thresholds.json"
+    record = None
+    try:
+        record = read_thresholds(run_dir, checkpoint_sha256)
+    except FileNotFoundError:
+        warnings.append(f"{p} not found (run 'cprclip eval' to calibrate the scores and choose "
+                        "the marks on val); using the fixed fallback rule, and no check for "
+                        "unsuitable video")
+    except StaleThresholds as e:
+        if cfg.threshold_source == "val":
+            raise PredictError(f"{e} (or pass threshold_source=fixed)") from None
+        warnings.append(f"{e}; using the fixed rule and no check for unsuitable video")
+    except ThresholdsError as e:
+        warnings.append(f"{e}; using the fixed fallback rule")
+    ood = None
+    if record is not None:
+        try:
+            ood = ood_from(record, run_dir)
+        except ThresholdsError as e:
+            warnings.append(f"{e}; no check for unsuitable video")
+        if ood is None and not any("unsuitable" in w for w in warnings):
+            warnings.append(f"{p} has no check for unsuitable video (made by an older "
+                            "'cprclip eval'; run it again)")
+    if cfg.threshold_source == "val" and record is not None:
+        try:
+            op = operating_point_from(record, head, p)
+            if not op.calibrated:
+                warnings.append(f"{p} holds uncalibrated thresholds (made by an older "
+                                "'cprclip eval'; run it again for calibrated probabilities)")
+            return op, f"val ({p}, rule {op.rule})", ood, warnings
+        except ThresholdsError as e:
+            warnings.append(f"{e}; using the fixed fallback rule")
+    op = fallback_point(head, cfg)
+    return op, _fallback_source(op, cfg), ood, warnings
 
 
 def run_recipes(run) -> dict[str, FeatureRecipe]:
@@ -284,27 +352,34 @@ class Assistant:
     """A run ready to judge takes: loaded once by :meth:`load`, then :meth:`analyse` per take.
 
     Public attributes: ``config`` (:class:`PredictConfig`), ``run`` (:class:`train.runs.Run`),
-    ``run_dir``, ``head`` (``clip`` or ``bce``), ``thresholds`` ((C,) or None for the z-score
-    rule), ``threshold_source`` (in words), ``recipes`` ({modality: FeatureRecipe}),
-    ``decoder`` and ``warnings`` (said once, at load). :meth:`analyse` only reads them, so
-    several threads may analyse takes with one assistant.
+    ``run_dir``, ``head`` (``clip`` or ``bce``), ``op`` (the
+    :class:`evaluate.decide.OperatingPoint`), ``ood`` (the input check's
+    :class:`evaluate.ood.OodReference`, or None), ``threshold_source`` (in words), ``recipes``
+    ({modality: FeatureRecipe}), ``decoder`` and ``warnings`` (said once, at load).
+    :meth:`analyse` only reads them, so several threads may analyse takes with one assistant.
     """
 
     def __init__(self, config: PredictConfig, run, run_dir: Path, head: str,
-                 thresholds: np.ndarray | None, threshold_source: str,
+                 op: OperatingPoint, threshold_source: str,
                  recipes: dict[str, FeatureRecipe], extract_configs: dict, models: dict,
-                 warnings: list[str]):
+                 warnings: list[str], ood=None):
         self.config = config
         self.run = run
         self.run_dir = run_dir
         self.head = head
-        self.thresholds = thresholds
+        self.op = op
+        self.ood = ood
         self.threshold_source = threshold_source
         self.recipes = recipes
         self.warnings = warnings
         self._extract_configs = extract_configs  # {modality: ExtractConfig}
         self._models = models  # {modality: FeatureModel}, each loaded once
         self.decoder = next(iter(extract_configs.values())).decoder
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """(C,) the marks on the raw score scale (None under the z-score rule)."""
+        return self.op.raw_thresholds()
 
     @classmethod
     def load(cls, run: str | Path = "", config: PredictConfig | None = None,
@@ -332,13 +407,21 @@ class Assistant:
         except Exception as e:  # noqa: BLE001 - the loader names its file
             raise PredictError(f"run {run_dir}: cannot load ({first_line(e)})") from e
         head = choose_head(loaded, _metrics(run_dir), config.head)
-        thresholds, source, warnings = load_thresholds(run_dir, head, config)
+        ckpt = run_dir / "checkpoint.safetensors"
+        op, source, ood, warnings = load_operating_point(
+            run_dir, head, config, sha256_file(ckpt) if ckpt.is_file() else None)
         recipes = run_recipes(loaded)
         for m, recipe in recipes.items():
             if is_random_init(recipe):
                 warnings.append(f"run {loaded.name} was trained on {m} features from a RANDOMLY "
                                 f"initialised backbone ({recipe.backbone}): its advice "
                                 "is a demo, not a judgement of real CPR")
+        if synthetic_sources(recipes):
+            warnings.append(SYNTHETIC_NOTE)
+        if ood is not None and set(ood.modalities) != set(recipes):
+            warnings.append(f"the input check covers {', '.join(ood.modalities)}, the run uses "
+                            f"{', '.join(recipes)}; no check for unsuitable video")
+            ood = None
         if "flow" in recipes and not _flow_settings(recipes["flow"]):
             raise PredictError(f"run {loaded.name}: its flow features record no flow recipe, so "
                                "the flow of a new video cannot be made the same way")
@@ -355,8 +438,8 @@ class Assistant:
                                    f"({first_line(e)})", first_line(e)) from e
         log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", loaded.name,
                  loaded.model_name, head, source, ", ".join(recipes))
-        return cls(config, loaded, run_dir, head, thresholds, source, recipes, extract_configs,
-                   models, warnings)
+        return cls(config, loaded, run_dir, head, op, source, recipes, extract_configs,
+                   models, warnings, ood)
 
     @property
     def stages(self) -> list[str]:
@@ -436,20 +519,64 @@ class Assistant:
         except ValueError as e:  # features of another dimension than the checkpoint's
             raise PredictError(first_line(e)) from None
         per_view = np.asarray(all_scores[self.head], dtype=np.float64)  # (V, C)
-        fused = per_view.mean(axis=0)  # (C,): mean over views, as eval's decisions
-        errors, correct, dropped = decide(fused, self.thresholds, self.config.clip_z)
-        thr = self.thresholds
+        check, bad = self._input_check(feats, views)
+        # (C,): mean over the views, as eval's decisions; a view that fails the input check is
+        # left out (all of them: the verdict is "unsuitable" and the scores are only shown)
+        fused = fuse_checked_views(per_view, bad)
+        unsuitable = bad is not None and bool(bad.all())
+        d = decide(fused, self.op, unsuitable, check["reason"] if unsuitable else "")
+        thr = self.op.raw_thresholds()
+        probs = d.probabilities
+        marks = self.op.marks if self.op.calibrated else None
+
+        def detection(c: int) -> Detection:
+            return Detection(c, CLASSES[c], float(fused[c]),
+                             None if thr is None or not np.isfinite(thr[c]) else float(thr[c]),
+                             ADVICE[c], None if probs is None else float(probs[c]),
+                             None if marks is None or not np.isfinite(marks[c]) else float(marks[c]))
+
         return Prediction(
             [str(v) for v in videos], views, self.run.name, self.run.model_name, self.head,
-            self.threshold_source,
-            [Detection(c, CLASSES[c], float(fused[c]), None if thr is None else float(thr[c]),
-                       ADVICE[c]) for c in errors],
-            looks_correct=not errors, correct_detected=correct,
+            self.threshold_source, [detection(c) for c in d.errors],
+            looks_correct=d.verdict == "correct", correct_detected=d.correct_detected,
             scores={CLASSES[c]: float(fused[c]) for c in range(len(CLASSES))},
             thresholds=None if thr is None else {
                 CLASSES[c]: (float(t) if np.isfinite(t) else None) for c, t in enumerate(thr)},
-            suppressed=dropped, warnings=list(self.warnings), per_view_scores=per_view,
-            frames=frames if keep_frames else None)
+            suppressed=d.dropped, warnings=list(self.warnings), verdict=d.verdict,
+            reason=d.reason,
+            probabilities=None if probs is None else {
+                CLASSES[c]: float(probs[c]) for c in range(len(CLASSES))},
+            marks=None if marks is None else {
+                CLASSES[c]: (float(m) if np.isfinite(m) else None) for c, m in enumerate(marks)},
+            candidates=[detection(c) for c in d.candidates], input_check=check,
+            per_view_scores=per_view, frames=frames if keep_frames else None)
+
+    def _input_check(self, feats: dict[str, np.ndarray], views: list[int]
+                     ) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+        """The input check of each view: (figures for the answer, (V,) bool unsuitable), or
+        (None, None) when the run has no check. The figures hold each view's ``ratio`` (its
+        distance from the training videos over the limit), the ``limit`` above which a view
+        is unsuitable, the ``unsuitable_views`` and, in words, ``reason`` (every view
+        unsuitable) or ``note`` (some views left out)."""
+        if self.ood is None:
+            return None, None
+        ratios = self.ood.ratios(feats)  # (V,)
+        bad = self.ood.unsuitable(ratios)
+        cams = [w for w, b in zip(views, bad) if b]
+        known = "look like the chest-compression videos the model learned from"
+        check: dict[str, Any] = {"limit": self.ood.slack,
+                                 "ratio": {str(w): float(r) for w, r in zip(views, ratios)},
+                                 "unsuitable_views": cams, "reason": "", "note": ""}
+        if len(views) == 1 and cams:
+            check["reason"] = f"the video does not {known}"
+        elif cams and len(cams) == len(views):
+            check["reason"] = f"none of the videos {known}s"
+        elif cams:
+            which = ("camera " + str(cams[0]) if len(cams) == 1 else
+                     "cameras " + ", ".join(str(w) for w in cams[:-1]) + f" and {cams[-1]}")
+            check["note"] = (f"The video of {which} was left out: it does not {known}. The "
+                             "verdict rests on the other views.")
+        return check, bad
 
     def _sampled_rgb(self, video: Path) -> np.ndarray:
         """(T, H, W, 3) uint8: the frames at the T segment centres of ``video``, uncropped."""
@@ -472,25 +599,39 @@ def _flow_settings(recipe: FeatureRecipe) -> dict[str, str]:
 # --- output ---------------------------------------------------------------------------------
 
 def format_text(p: Prediction) -> str:
-    """What a trainee reads."""
+    """What a trainee reads: the verdict first, then the errors or the closest candidates."""
     lines = []
     shown = ", ".join(f"{Path(v).name} (view {w})" for v, w in zip(p.videos, p.views))
     lines.append(f"Take: {shown}")
     head = {"clip": "prompt similarity", "bce": "BCE head"}.get(p.head, p.head)
     lines.append(f"Model: run {p.run} ({p.model}), scores: {head}, thresholds: {p.threshold_source}")
     lines.append("")
-    if p.looks_correct:
-        lines.append("No error detected: the compressions look correct.")
-        if not p.correct_detected:
-            lines.append("(The model is not confident about 'Correct' either; "
-                         "consider another take or more views.)")
+    if p.input_check and p.input_check.get("note"):
+        lines.append(p.input_check["note"])
+    if p.verdict == "unsuitable":
+        lines.append(f"Unsuitable video: {p.reason}.")
+        lines.append("No errors are listed: the assistant only judges videos of chest "
+                     "compressions like the ones it learned from.")
+    elif p.verdict == "correct":
+        sure = "" if p.probabilities is None else \
+            f" ({100 * p.probabilities[CLASSES[0]]:.0f}% likely)"
+        lines.append(f"No error detected: the compressions look correct{sure}.")
+    elif p.verdict == "not_sure":
+        lines.append(f"Not sure: {p.reason}.")
+        if p.candidates:
+            lines.append("Closest candidates (below the level at which they are reported):")
+            for d in p.candidates:
+                lines.append(f"  - {d.name} ({_confidence(p, d)}): {d.advice}.")
     else:
-        lines.append(f"Detected {len(p.errors)} error(s), furthest above its threshold first:")
+        lines.append(f"Detected {len(p.errors)} error(s), furthest above its mark first:")
         for i, d in enumerate(p.errors, 1):
             lines.append(f"  {i}. {d.name} ({_confidence(p, d)}): {d.advice}.")
         advice = list(dict.fromkeys(d.advice for d in p.errors))
         lines.append("")
         lines.append("What to correct: " + "; ".join(advice) + ".")
+        if p.candidates:
+            lines.append("Close to their mark, not reported: " + ", ".join(
+                f"{d.name} ({_confidence(p, d)})" for d in p.candidates) + ".")
     for s in p.suppressed:
         lines.append(f"  (not reported: {s['name']}, {s['reason']})")
     for w in p.warnings:
@@ -499,8 +640,12 @@ def format_text(p: Prediction) -> str:
 
 
 def _confidence(p: Prediction, d: Detection) -> str:
+    """The calibrated probability where there is one; else the raw score, named as such."""
+    if d.probability is not None:
+        mark = "" if d.mark is None else f", reported from {100 * d.mark:.0f}%"
+        return f"{100 * d.probability:.0f}% likely{mark}"
     if p.head == "bce":
-        return f"confidence {100 * d.score:.0f}%"
+        return f"uncalibrated score {100 * d.score:.0f}%"
     if d.threshold is None:
         return f"similarity {d.score:.3f}"
     return f"similarity {d.score:.3f}, threshold {d.threshold:.3f}"

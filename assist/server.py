@@ -4,7 +4,8 @@ A trainer opens the page, drops in the 1-4 views of one take and reads which err
 sees, what to correct, the frames it looked at and a confidence chart. The model is loaded once
 when the server starts; each request only decodes, extracts and scores.
 
-API (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
+API (the OpenAPI schema is at ``/openapi.json``; there is no ``/docs`` page: FastAPI's loads
+Swagger UI from a CDN, which the page's Content-Security-Policy and an offline machine forbid):
 
 - ``GET /health``: the server is up; which run it uses and the upload limits;
 - ``POST /predict``: multipart form with ``files`` (1-4 videos of one take) and ``views`` (the
@@ -15,13 +16,19 @@ API (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
 
 Bad input is answered with a 4xx status and ``{"detail": "<one plain sentence>"}``: no file
 (400), more than ``max_files`` (400), an empty file (400), a bad view number (400), a file over
-``max_upload_mb`` (413), a file that is not a readable video (415). A failure inside the model
-work is a 500 with the reason, and the server goes on serving.
+``max_upload_mb`` (413), a video longer than ``max_duration_s``, with more than ``max_frames``
+frames or more than ``max_megapixel_frames`` (width x height x frames / 1e6) (413, naming the
+limit; read from the file's header before anything is decoded), a file that is not a readable
+video (415). A failure inside the model work is a 500 with the reason, a take still running
+after ``job_timeout_s`` a 504, and the server goes on serving.
 
 Safety: an upload's name is only ever *shown*, never used as a path: each request writes its
 files as ``view<N>.video`` into its own new temporary folder (so two requests never share a
 file), and that folder is removed when the request's work ends, whatever happened. Request
-bodies are cut off once they pass the total upload limit, before anything is parsed.
+bodies are cut off once they pass the total upload limit, before anything is parsed. The
+folders live under ``<tmp>/cprclip-serve-<pid>-*``; a server that was killed cannot remove its
+own, so each server removes at start-up those whose process is gone (:func:`clean_stale_uploads`):
+uploaded videos of people do not linger.
 
 Work runs in a thread pool of ``max_concurrent_takes`` threads, so the event loop keeps answering status
 polls and health checks while a take is being analysed; takes beyond that wait in a queue of
@@ -38,8 +45,10 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -88,14 +97,27 @@ class ServeConfig:
     max_queue: int = 8  # takes waiting beyond this get "busy, try again" (503)
     keep_results: int = 64  # finished jobs kept for GET /jobs/{id}; the oldest go first
     thumb_height: int = 96  # px of the frame thumbnails on the page
+    # What one view may cost, read from its header before anything is decoded: flow is
+    # computed on every frame, so a small file with very many frames can tie the server up
+    # (842 KB of 64x48 x 60,000 frames took 174 CPU-s). A CPR-Coach view is ~20 s of 25 fps
+    # 4096x2160 (500 frames, ~4,400 megapixel-frames); these allow three times that.
+    max_duration_s: float = 60.0
+    max_frames: int = 1800  # 60 s at 30 fps
+    max_megapixel_frames: float = 16000.0  # width x height x frames / 1e6: 60 s of 4K at 30 fps
+    # A take still running after this is answered 504 and stopped at its next frame (decoding
+    # and flow check the clock between frames). 20 s of 4K per view costs ~1-2 min on 2 cores.
+    job_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_range(self, "max_files", ge=1, le=4)  # the views of one take
         check_range(self, "max_upload_mb", gt=0)
         check_range(self, "port", ge=0, le=65535)
-        for key in ("max_concurrent_takes", "max_queue", "keep_results", "thumb_height"):
+        for key in ("max_concurrent_takes", "max_queue", "keep_results", "thumb_height",
+                    "max_frames"):
             check_range(self, key, ge=1)
+        for key in ("max_duration_s", "max_megapixel_frames", "job_timeout_s"):
+            check_range(self, key, gt=0)
 
 
 class InputProblem(Exception):
@@ -275,7 +297,10 @@ class Job:
     error: str | None = None
     http_status: int | None = None
     finished: float | None = None
-    future: Future | None = None
+    future: Future | None = None  # the worker thread's work
+    # set once the job's outcome is known: by the worker, or by the time limit while the
+    # worker may still be inside a decoder call that cannot be interrupted
+    outcome: Future = field(default_factory=Future)
 
     def public(self) -> dict[str, Any]:
         keys = [k for k, _ in self.stages]
@@ -296,14 +321,25 @@ class Job:
                 "result": self.result}
 
 
-class JobStore:
-    """Runs jobs in a thread pool and keeps the last ``keep`` finished ones for status polls."""
+class JobTimeout(Exception):
+    """A job ran past ``job_timeout_s`` (raised at its next stage or frame)."""
 
-    def __init__(self, analyser: Analyser, workers: int, max_queue: int, keep: int):
+
+class JobStore:
+    """Runs jobs in a thread pool and keeps the last ``keep`` finished ones for status polls.
+
+    ``timeout_s`` bounds each job's running time: at the deadline the job is answered 504 at
+    once (a timer), and its thread stops at its next stage or decoded frame
+    (:func:`extract.decoders.time_limit`); whatever it computes after that is discarded.
+    """
+
+    def __init__(self, analyser: Analyser, workers: int, max_queue: int, keep: int,
+                 timeout_s: float = 600.0):
         self.analyser = analyser
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cprclip-serve")
         self.max_queue = max_queue
         self.keep = keep
+        self.timeout_s = timeout_s
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -330,30 +366,61 @@ class JobStore:
         for k in done[: max(0, len(done) - self.keep)]:
             del self.jobs[k]
 
+    def _finish(self, job: Job, status: str, http_status: int, result: dict | None = None,
+                error: str | None = None) -> bool:
+        """Record the job's outcome once; False when it already has one (it timed out)."""
+        with self.lock:
+            if job.outcome.done():
+                return False
+            job.result, job.error = result, error
+            job.status, job.http_status = status, http_status
+            job.finished = time.time()
+            job.outcome.set_result(None)
+            return True
+
+    def _timeout_message(self) -> str:
+        return (f"The analysis took longer than the server's limit of {self.timeout_s:g} s per "
+                "take (job_timeout_s) and was stopped.")
+
+    def _expire(self, job: Job) -> None:
+        if self._finish(job, "failed", 504, error=self._timeout_message()):
+            log.warning("job %s: stopped after job_timeout_s = %g s", job.id, self.timeout_s)
+
     def _work(self, job: Job, videos: list[Path]) -> None:
+        from extract.decoders import time_limit
+
+        deadline = time.monotonic() + self.timeout_s
+
         def progress(stage: str) -> None:
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"stopped before stage {stage}")
             job.stage = stage
 
         job.status = "running"
+        timer = threading.Timer(self.timeout_s, self._expire, (job,))
+        timer.daemon = True
+        timer.start()
         try:
-            result = self.analyser.analyse(videos, job.views, progress)
+            with time_limit(self.timeout_s, "job_timeout_s"):
+                result = self.analyser.analyse(videos, job.views, progress)
             result["files"] = job.names
             result["notes"] = plain_notes(result.get("warnings", []))
             for e in result.get("errors", []):  # plain words for the page
                 if isinstance(e.get("id"), int) and 0 <= e["id"] < len(PLAIN):
                     e.setdefault("description", PLAIN[e["id"]])
-            job.result = result
-            job.status, job.http_status = "done", 200
-        except InputProblem as e:
-            job.error = _scrub(str(e), job)
-            job.status, job.http_status = "failed", e.status
-            log.warning("job %s: %s", job.id, job.error)
+            self._finish(job, "done", 200, result=result)
         except Exception as e:  # noqa: BLE001 - one failed take must not stop the server
-            log.exception("job %s failed", job.id)
-            job.error = "The analysis failed: " + _scrub(first_line(e), job)
-            job.status, job.http_status = "failed", 500
+            if time.monotonic() > deadline:  # whatever broke, the clock stopped it
+                self._expire(job)
+            elif isinstance(e, InputProblem):
+                if self._finish(job, "failed", e.status, error=_scrub(str(e), job)):
+                    log.warning("job %s: %s", job.id, job.error)
+            else:
+                log.exception("job %s failed", job.id)
+                self._finish(job, "failed", 500,
+                             error="The analysis failed: " + _scrub(first_line(e), job))
         finally:
-            job.finished = time.time()
+            timer.cancel()
             shutil.rmtree(job.workdir, ignore_errors=True)
             with self.lock:
                 self._evict()
@@ -381,6 +448,84 @@ def display_name(name: str | None) -> str:
     """An upload's name as shown to the user: printable, no folders, at most 80 characters."""
     name = re.sub(r"[\x00-\x1f\x7f]", "", str(name or "")).replace("\\", "/").split("/")[-1]
     return (name[:77] + "...") if len(name) > 80 else (name or "unnamed file")
+
+
+# --------------------------------------------------------------------------------------------
+# What a view may cost, from its header
+
+
+def check_limits(path: Path, cfg: ServeConfig, name: str) -> None:
+    """Raise InputProblem (413, naming the limit and its config key) when the video at ``path``
+    is longer, has more frames or more pixels x frames than ``cfg`` allows; 415 when it has no
+    readable header. Only the header is read, plus a demux of the packets (no decoding) to count
+    frames where the header does not say or may understate it, stopping past the limit."""
+    from extract.decoders import DecodeError, count_frames, probe
+
+    try:
+        info = probe(path)
+        frames = max(info.frames, count_frames(path, cfg.max_frames))
+    except DecodeError as e:
+        raise InputProblem(str(e), status=415) from None
+    duration = info.duration_s or (frames / info.fps if info.fps > 0 else 0.0)
+    megapixel_frames = info.width * info.height * frames / 1e6
+    if duration > cfg.max_duration_s:
+        raise InputProblem(f"The file {name} is {duration:.0f} s long; the limit is "
+                           f"{cfg.max_duration_s:g} s per video (max_duration_s).", 413)
+    if frames > cfg.max_frames:
+        shown = f"more than {cfg.max_frames}" if frames == cfg.max_frames + 1 else f"{frames}"
+        raise InputProblem(f"The file {name} has {shown} frames; the limit is "
+                           f"{cfg.max_frames} frames per video (max_frames).", 413)
+    if megapixel_frames > cfg.max_megapixel_frames:
+        raise InputProblem(f"The file {name} is {info.width}x{info.height} pixels x {frames} "
+                           f"frames = {megapixel_frames:,.0f} megapixel-frames; the limit is "
+                           f"{cfg.max_megapixel_frames:,.0f} per video (max_megapixel_frames).",
+                           413)
+
+
+# --------------------------------------------------------------------------------------------
+# Upload folders: <tmp>/cprclip-serve-<pid>-<random>/ per server, one take-*/ per request
+
+TMP_PREFIX = "cprclip-serve-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_uploads(tmp_dir: str | Path | None = None) -> list[Path]:
+    """Remove the upload folders of servers that are gone (killed before their shutdown could
+    remove them); returns what was removed.
+
+    A folder is removed only when it is a real folder (not a link) owned by this user, named
+    ``cprclip-serve-<pid>-*``, and no process ``<pid>`` runs. Folders of live servers, and
+    unnamed ones of older versions (their owner is unknown), are left alone.
+    """
+    root = Path(tmp_dir or tempfile.gettempdir())
+    removed = []
+    for d in sorted(root.glob(TMP_PREFIX + "*")):
+        m = re.fullmatch(re.escape(TMP_PREFIX) + r"(\d+)-.+", d.name)
+        try:
+            st = d.lstat()
+        except OSError:
+            continue
+        if not m or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+    if removed:
+        log.warning("removed %d upload folder(s) left by server(s) that were killed: %s",
+                    len(removed), ", ".join(str(d) for d in removed))
+    return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,8 +582,10 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
 
     if analyser is None:
         analyser = AssistantAnalyser(predict_cfg or predict_config_for(cfg), cfg.thumb_height)
-    tmp_root = Path(tempfile.mkdtemp(prefix="cprclip-serve-"))
-    store = JobStore(analyser, cfg.max_concurrent_takes, cfg.max_queue, cfg.keep_results)
+    clean_stale_uploads()
+    tmp_root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
+    store = JobStore(analyser, cfg.max_concurrent_takes, cfg.max_queue, cfg.keep_results,
+                     cfg.job_timeout_s)
     limit_file = int(cfg.max_upload_mb * MB)
 
     @asynccontextmanager
@@ -451,7 +598,10 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
         title="CPR-CLIP assistant",
         description="Upload the 1-4 camera views of one CPR take; get the detected errors and "
                     "what to correct. The page at / does this for people.",
-        version="1", lifespan=lifespan)
+        version="1", lifespan=lifespan,
+        # No /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, which the CSP
+        # below forbids and an offline machine cannot reach. The schema is /openapi.json.
+        docs_url=None, redoc_url=None)
     app.state.cfg, app.state.analyser, app.state.store, app.state.tmp_root = (
         cfg, analyser, store, tmp_root)
     # Total body: every file at the limit plus room for the form's other fields.
@@ -482,7 +632,9 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
     def health() -> dict[str, Any]:
         return {"status": "ok", **info, "notes": plain_notes(info.get("warnings", [])),
                 "max_files": cfg.max_files,
-                "max_upload_mb": cfg.max_upload_mb, "stages": [
+                "max_upload_mb": cfg.max_upload_mb, "max_duration_s": cfg.max_duration_s,
+                "max_frames": cfg.max_frames, "max_megapixel_frames": cfg.max_megapixel_frames,
+                "job_timeout_s": cfg.job_timeout_s, "stages": [
                     {"key": k, "label": v} for k, v in analyser.stages()],
                 "pending": store.pending()}
 
@@ -527,6 +679,12 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
             for f, p in zip(files, paths):
                 await run_in_threadpool(_save, f.file, p)
             for p, n, name in zip(paths, nums, names):
+                try:  # what decoding would cost, from the header, before anything is decoded
+                    await run_in_threadpool(check_limits, p, cfg, f"{name} (view {n})")
+                except InputProblem as e:
+                    raise HTTPException(e.status, str(e) if e.status == 413 else
+                                        f"The file {name} (view {n}) is not a video that can be "
+                                        "read: choose a video file such as .mp4 or .avi.") from None
                 try:
                     await run_in_threadpool(analyser.check_video, p)
                 except InputProblem as e:
@@ -545,7 +703,9 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
 
     @app.post("/jobs", status_code=202, summary="Start checking a take; poll GET /jobs/{id}",
               responses={400: {"description": "bad form (no file, too many, bad view, empty)"},
-                         413: {"description": "a file or the upload is too large"},
+                         413: {"description": "a file or the upload is too large, or a video is "
+                                               "longer / has more frames or pixels than the "
+                                               "limits in /health"},
                          415: {"description": "a file is not a readable video"},
                          503: {"description": "too many takes waiting"}})
     async def create_job(files: FilesField = None, views: ViewsField = None) -> dict[str, Any]:
@@ -561,13 +721,16 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
 
     @app.post("/predict", summary="Check a take and wait for the result",
               responses={400: {"description": "bad form (no file, too many, bad view, empty)"},
-                         413: {"description": "a file or the upload is too large"},
+                         413: {"description": "a file or the upload is too large, or a video is "
+                                               "longer / has more frames or pixels than the "
+                                               "limits in /health"},
                          415: {"description": "a file is not a readable video"},
                          422: {"description": "a video the model cannot use"},
-                         500: {"description": "the analysis failed"}})
+                         500: {"description": "the analysis failed"},
+                         504: {"description": "the analysis ran past job_timeout_s"}})
     async def predict(files: FilesField = None, views: ViewsField = None):
         job = await accept(files, views)
-        await asyncio.wrap_future(job.future)
+        await asyncio.wrap_future(job.outcome)
         if job.status != "done":
             return JSONResponse({"detail": job.error}, status_code=job.http_status or 500)
         return job.result
@@ -625,8 +788,8 @@ def main(args: argparse.Namespace) -> int:
     except (PredictError, FileNotFoundError, ValueError, RuntimeError) as e:
         log.error("cannot start: %s", first_line(e))
         return 1
-    log.info("open http://%s:%d/ in a browser (API schema: /docs); Ctrl+C stops", cfg.host,
-             cfg.port)
+    log.info("open http://%s:%d/ in a browser (API schema: /openapi.json); Ctrl+C stops",
+             cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     return 0
 

@@ -10,7 +10,9 @@ Shapes: ``scores`` and ``labels`` are (N, C) — N clips (or takes), C classes; 
   samples (the Multi-Moments-in-Time style "sample mAP").
 - :func:`fuse_views` — the scores of the views of one take, averaged or max-pooled.
 - :func:`grouped_map` — mAP and MMIT mAP per group (number of errors, view).
-- :func:`choose_thresholds` / :func:`apply_thresholds` / :func:`set_metrics` — decisions.
+- :func:`choose_thresholds` / :func:`apply_thresholds` / :func:`set_metrics` /
+  :func:`per_class_prf` — decisions.
+- :func:`expected_calibration_error` / :func:`reliability_bins` — calibration.
 
 A class (or sample) without positives has no defined AP. What happens to it is an explicit
 *policy* from :data:`NO_POSITIVE_POLICIES`, and every result says which policy ran and how many
@@ -207,8 +209,16 @@ def fuse_views(scores: np.ndarray, labels: np.ndarray, take_id: np.ndarray,
 # --- decisions: per-class thresholds and predicted error sets -------------------------------
 
 THRESHOLD_RULES: dict[str, str] = {
-    # per class, the threshold that maximises that class's one-vs-rest F1 on the val split
-    "val_f1": "per-class threshold maximising one-vs-rest F1 on val",
+    # every rule below on val, and the one with the best micro F1 on held-out imagined
+    # composites plus the val singles is kept (evaluate.runner.choose_operating_point)
+    "auto": "the best of the rules below on val (imagined composites + singles)",
+    # per class, the threshold that maximises that class's one-vs-rest F1 on the val singles
+    "val_f1": "per-class threshold maximising one-vs-rest F1 on the val singles",
+    # the same on val singles plus composites imagined from them (what the assistant meets)
+    "imagined_f1": "per-class threshold maximising F1 on val singles + imagined composites",
+    # an error is reported when it is more likely present than not: with independent calibrated
+    # probabilities that is the most likely valid error set
+    "calibrated_half": "calibrated probability >= 0.5 (the most likely valid set)",
 }
 
 
@@ -320,3 +330,58 @@ def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     recall = np.concatenate([[0.0], tp[k] / n_pos])
     precision = np.concatenate([[1.0], tp[k] / (k + 1)])
     return recall, precision
+
+
+def per_class_prf(pred: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall and F1 of (N, C) 0/1 ``pred`` against ``labels``, each (C,),
+    plus ``support`` (true count) and ``predicted`` (predicted count). An undefined ratio is 0
+    (sklearn's ``zero_division=0``)."""
+    pred = np.asarray(pred).astype(bool)
+    true = np.asarray(labels).astype(bool)
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(f"pred {pred.shape} and labels {true.shape} must both be (N, C)")
+    tp = (pred & true).sum(axis=0).astype(np.float64)
+    npred = pred.sum(axis=0).astype(np.float64)
+    ntrue = true.sum(axis=0).astype(np.float64)
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+    return {"precision": ratio(tp, npred), "recall": ratio(tp, ntrue),
+            "f1": ratio(2 * tp, npred + ntrue), "support": ntrue.astype(np.int64),
+            "predicted": npred.astype(np.int64)}
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Equal-width bins of predicted probability over [0, 1] (the last bin includes 1).
+
+    Every (row, class) pair of (N, C) inputs (or (N,)) is one prediction. Returns ``edges``
+    (n_bins + 1,), and per bin ``count``, ``mean_prob`` and ``frequency`` (the share of
+    positives; NaN in an empty bin)."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"probs {np.shape(probs)} and labels {np.shape(labels)} differ")
+    if len(p) and (p.min() < 0 or p.max() > 1 or not np.isfinite(p).all()):
+        raise ValueError("probabilities must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(count > 0, sum_p / count, np.nan)
+        freq = np.where(count > 0, sum_y / count, np.nan)
+    return {"edges": edges, "count": count.astype(np.int64), "mean_prob": mean_p,
+            "frequency": freq}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (share of predictions in the bin) * |frequency - mean probability|,
+    with the equal-width bins of :func:`reliability_bins`. NaN without predictions."""
+    b = reliability_bins(probs, labels, n_bins)
+    n = b["count"].sum()
+    if n == 0:
+        return float("nan")
+    used = b["count"] > 0
+    return float(np.sum(b["count"][used] / n * np.abs(b["frequency"][used] - b["mean_prob"][used])))

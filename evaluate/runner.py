@@ -7,14 +7,23 @@ For each run (``runs/<name>/``, read with :func:`train.runs.load_run`):
 2. score the test split (composite-error clips) and the val split (held-out single-class clips)
    with every score kind the run has (``clip``: prompt similarity; ``bce``: the BCE head);
 3. per score kind: test mAP and MMIT mAP per video, per take after view fusion (mean and max),
-   by number of errors and by view; per-class thresholds chosen on val; precision, recall, F1
-   and exact-set accuracy of the predicted error sets on test;
-4. write ``runs/<name>/metrics.json`` and ``runs/<name>/thresholds.json`` (read by ``predict``);
+   by number of errors and by view;
+4. per score kind, the operating point, on val only (:mod:`evaluate.operating`): a calibration
+   of the scores, the marks of every candidate rule, the rule that wins on composites imagined
+   from the val singles (:func:`train.data.imagine`, the training stage's own imagination);
+5. the unsuitable-input check (:mod:`evaluate.ood`) fitted on the training videos, its limits
+   on val, saved as ``runs/<name>/ood.npz``;
+6. the decisions on test made by :func:`evaluate.decide.decide`, the assistant's own function
+   (view fusion, calibration, marks, exclusive groups, at most 4, the input check): precision,
+   recall, F1, exact sets, verdicts, per class; calibration error (ECE) on val and test;
+7. write ``runs/<name>/metrics.json`` and ``runs/<name>/thresholds.json`` (the operating point
+   of each head, tied to the checkpoint's sha256; read by ``predict`` and ``serve``);
 
 then write one report folder for all runs (:mod:`evaluate.report`).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -27,11 +36,16 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 
 from evaluate import metrics as M
-from evaluate.decide import zscore_predictions
+from evaluate.calibration import PROBABILITY_HEADS
+from evaluate.decide import (OOD_FILE, THRESHOLDS_FILE, THRESHOLDS_VERSION, VERDICTS,
+                             SYNTHETIC_NOTE, OperatingPoint, decide_many, synthetic_sources,
+                             zscore_predictions)
+from evaluate.operating import Units, choose_operating_point, fallback_point, imagined_takes
 from evaluate.report import Entry, comparison_rows, decision_rows, text_table, write_report
 from pipeline.atomic import write_atomic
 from pipeline.config import check_fields, check_range, to_dict
-from pipeline.features import FeatureRecipe, FeatureSet, is_random_init, join, read_features
+from pipeline.features import (FeatureRecipe, FeatureSet, is_random_init, join, read_features,
+                               takes_known)
 from pipeline.provenance import code_version, sha256_file
 from pipeline.taxonomy import CLASSES, NUM_CLASSES
 
@@ -40,7 +54,8 @@ log = logging.getLogger(__name__)
 # Choice fields of [eval]; the first two name the rows of evaluate.metrics'
 # NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/pipeline/test_config.py keeps them in step).
 NoPositivePolicy = Literal["skip", "zero"]
-ThresholdRule = Literal["val_f1"]
+ThresholdRule = Literal["auto", "val_f1", "imagined_f1", "calibrated_half"]
+CalibrationMethod = Literal["platt", "isotonic"]
 DecisionFusion = Literal["mean", "max", "none"]
 DECISION_FUSIONS: tuple[str, ...] = get_args(DecisionFusion)
 # rows of the comparison: the method first, then the baselines; per run, prompt scores first
@@ -65,8 +80,31 @@ class EvalConfig:
     # what a class/sample without positives does to a mean AP (evaluate.metrics.NO_POSITIVE_POLICIES);
     # "skip" is the CPR-Coach convention ("Correct" never occurs in a composite clip)
     no_positive_policy: NoPositivePolicy = "skip"
-    # how per-class thresholds are chosen (evaluate.metrics.THRESHOLD_RULES)
-    threshold_rule: ThresholdRule = "val_f1"
+    # how per-class marks are chosen (evaluate.metrics.THRESHOLD_RULES); auto = every rule is
+    # tried on val and the best micro F1 on held-out imagined composites + singles is kept
+    threshold_rule: ThresholdRule = "auto"
+    # score -> probability per class, fitted on val (evaluate.calibration): platt has two
+    # numbers per class, so it cannot overfit a small val split the way isotonic can
+    calibration: CalibrationMethod = "platt"
+    # weight of the imagined composites against the val singles when calibrating: the
+    # assistant meets both, and neither should drown the other by sheer count
+    calibration_composite_share: float = 0.5
+    # composite takes imagined from val singles per draw (two draws: fit, then compare rules)
+    imagined_takes: int = 500
+    # the calibrated "Correct" probability a take needs before it is declared correct
+    correct_level: float = 0.5
+    # an error this close below its mark (in probability) blocks "correct": the take is "not sure"
+    near_margin: float = 0.1
+    # bins of the expected calibration error and the reliability plot
+    ece_bins: int = 10
+    # unsuitable input (evaluate.ood): k-th nearest training video; limit = this quantile of
+    # the val videos' distances; a video is unsuitable above slack * limit (slack > 1: the
+    # test takes are new people doing new error combinations, a little further than val)
+    ood_k: int = 1
+    ood_quantile: float = 0.99
+    ood_slack: float = 1.2
+    # seeds the imagined takes ([common] seed)
+    seed: int = 0
     # view fusion for decisions: thresholds are chosen on val takes fused this way and applied to
     # test takes fused the same way; "mean" matches what `cprclip predict` does with 1-4 views
     decision_fusion: DecisionFusion = "mean"
@@ -82,6 +120,13 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         check_range(self, "bce_default_threshold", ge=0, le=1)  # a probability
+        for key in ("calibration_composite_share", "correct_level", "near_margin"):
+            check_range(self, key, ge=0, le=1)
+        check_range(self, "imagined_takes", ge=0)
+        check_range(self, "ece_bins", ge=1)
+        check_range(self, "ood_k", ge=1)
+        check_range(self, "ood_quantile", gt=0, le=1)
+        check_range(self, "ood_slack", gt=0)
 
 
 class EvalError(RuntimeError):
@@ -170,73 +215,154 @@ def _f(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def fallback_thresholds(head: str, cfg: EvalConfig) -> np.ndarray | None:
-    """A class's threshold when val cannot choose one. ``bce`` scores are probabilities: 0.5.
-    ``clip`` similarities have no fixed scale, so there is no absolute fallback (None): the
-    assistant then uses the z-score rule of :func:`evaluate.decide.zscore_predictions`."""
-    if head == "bce":
-        return np.full(NUM_CLASSES, cfg.bce_default_threshold)
-    return None
+def _units(scores, labels, take_id, how: str):
+    """(scores, labels, ids) of the decision units: takes fused by ``how``, or videos."""
+    if how == "none":
+        return scores, labels, np.asarray(take_id)
+    f = M.fuse_views(scores, labels, take_id, how)
+    return f.scores, f.labels, f.take_id
 
 
 def _fuse(scores, labels, take_id, how: str):
+    s, y, _ = _units(scores, labels, take_id, how)
+    return s, y
+
+
+def _unit_max(values: np.ndarray, take_id: np.ndarray, how: str) -> np.ndarray:
+    """(K,) the largest per-video value of each unit, in the units' order (sorted take ids)."""
     if how == "none":
-        return scores, labels
-    f = M.fuse_views(scores, labels, take_id, how)
-    return f.scores, f.labels
+        return np.asarray(values, dtype=np.float64)
+    _, inv = np.unique(np.asarray(take_id), return_inverse=True)
+    out = np.full(inv.max() + 1 if len(inv) else 0, -np.inf)
+    np.maximum.at(out, inv, values)
+    return out
+
+
+@dataclass
+class HeadResult:
+    """What :func:`evaluate_head` found for one score kind.
+
+    ``pred``/``true``: the (K, C) 0/1 sets the user is told about and the true ones, per
+    decision unit (test takes fused by ``decision_fusion``, or videos); ``unit_scores`` (K, C)
+    raw, ``unit_probs`` (K, C) calibrated (None when uncalibrated), ``verdicts`` (K,),
+    ``unit_ids`` (K,), ``unit_ratio`` (K,) the input check's ratio (None without a check)."""
+
+    metrics: dict
+    thresholds: dict
+    op: OperatingPoint
+    pred: np.ndarray
+    true: np.ndarray
+    unit_scores: np.ndarray
+    unit_probs: np.ndarray | None
+    verdicts: list[str]
+    unit_ids: np.ndarray
+    unit_ratio: np.ndarray | None = None
+
+
+def _calibration_figures(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict:
+    b = M.reliability_bins(probs, labels, bins)
+    return {"ece": _f(M.expected_calibration_error(probs, labels, bins)), "n": int(probs.size),
+            "bins": {k: [_f(v) for v in np.asarray(a, dtype=np.float64)] for k, a in b.items()}}
 
 
 def evaluate_head(head: str, test: dict[str, np.ndarray], val: dict[str, np.ndarray] | None,
-                  cfg: EvalConfig) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-    """All metrics of one score kind.
+                  cfg: EvalConfig, imagined: dict[str, dict[str, np.ndarray]] | None = None,
+                  test_ratio: np.ndarray | None = None, ood_slack: float | None = None
+                  ) -> HeadResult:
+    """All metrics of one score kind, and its operating point.
 
-    ``test``/``val`` hold ``scores`` (N, C), ``labels`` (N, C), ``take_id`` (N,), ``view`` (N,).
-    Returns ``(metrics, thresholds, pred, true)``; pred/true are the (K, C) 0/1 sets of the
-    decision unit (test takes fused by ``cfg.decision_fusion``, or videos).
+    ``test``/``val`` hold ``scores`` (N, C), ``labels`` (N, C), ``take_id`` (N,), ``view`` (N,);
+    ``imagined``: ``{"tune"|"compare": {scores, labels, take_id}}`` per video, composites
+    imagined from val (:mod:`evaluate.operating`); ``test_ratio`` (N,): the input check's ratio
+    of each test video, unsuitable above ``ood_slack``. The decisions on test are made by
+    :func:`evaluate.decide.decide`, exactly as the assistant makes them.
     """
     policy = cfg.no_positive_policy
+    how = cfg.decision_fusion
     s, y = test["scores"], test["labels"]
     res: dict[str, Any] = {"test": {"video": _ranking_metrics(s, y, policy, test["view"])}}
-    for how in M.FUSIONS:
-        fs, fy = _fuse(s, y, test["take_id"], how)
-        res["test"][f"take_{how}"] = _ranking_metrics(fs, fy, policy)
-    # thresholds on val
-    default = fallback_thresholds(head, cfg)
-    thr_info: dict[str, Any] = {"rule": cfg.threshold_rule,
-                                "rule_text": M.THRESHOLD_RULES[cfg.threshold_rule],
-                                "fusion": cfg.decision_fusion, "classes": list(CLASSES)}
+    # rows whose takes are unknown (imported features) cannot be fused: evaluate_run then
+    # sets decision_fusion = "none" and says so
+    for fusion in M.FUSIONS if takes_known(test["take_id"]) else ():
+        fs, fy = _fuse(s, y, test["take_id"], fusion)
+        res["test"][f"take_{fusion}"] = _ranking_metrics(fs, fy, policy)
+    # the operating point, on val only
+    judge = None
     if val is not None and len(val["scores"]):
         res["val"] = {"video": _ranking_metrics(val["scores"], val["labels"], policy)}
-        vs, vy = _fuse(val["scores"], val["labels"], val["take_id"], cfg.decision_fusion)
-        no_pos = vy.sum(axis=0) == 0
-        fill = default if default is not None else np.zeros(NUM_CLASSES)
-        thr, f1 = M.choose_thresholds(vs, vy, default=fill)
-        if no_pos.any() and default is None:
-            # similarity scores have no absolute default: put such a class out of reach and say so
-            thr = np.where(no_pos, np.inf, thr)
-        thr_info.update(values=[float(t) if np.isfinite(t) else None for t in thr],
-                        val_f1=[_f(v) for v in f1],
-                        defaulted=[int(k) for k in np.flatnonzero(no_pos)],
-                        n_val_rows=int(len(vs)))
+        singles = Units(*_fuse(val["scores"], val["labels"], val["take_id"], how))
+        draws = {k: Units(*_fuse(d["scores"], d["labels"], d["take_id"], how))
+                 for k, d in (imagined or {}).items() if len(d["scores"])}
+        op, info = choose_operating_point(head, singles, draws.get("tune"), draws.get("compare"),
+                                          cfg)
+        judge = Units.join(singles, draws.get("compare"))
+        n_val = len(singles)
     else:
-        thr = default if default is not None else None
-        thr_info.update(values=None if thr is None else [float(t) for t in thr], val_f1=None,
-                        defaulted=list(range(NUM_CLASSES)), n_val_rows=0)
-    # decisions on test
-    unit = "video" if cfg.decision_fusion == "none" else f"take_{cfg.decision_fusion}"
-    ds, dy = _fuse(s, y, test["take_id"], cfg.decision_fusion)
-
-    def decide(x):
-        if thr is None:
-            return zscore_predictions(x, cfg.clip_fallback_z)
-        return M.apply_thresholds(x, thr)
-
-    pred = decide(ds)
-    res["decisions"] = {"unit": unit, unit: M.set_metrics(pred, dy)}
+        op = fallback_point(head, cfg)
+        info = {"rows": [], "chosen": op.rule, "val_f1": None, "uncalibrated": list(CLASSES),
+                "compared_on": "nothing (no val rows)", "fitted_on": "nothing (no val rows)"}
+        n_val = 0
+    # decisions on test, by the assistant's own function
+    unit = "video" if how == "none" else f"take_{how}"
+    ds, dy, ids = _units(s, y, test["take_id"], how)
+    unit_ratio = flags = None
+    if test_ratio is not None and ood_slack is not None:
+        unit_ratio = _unit_max(test_ratio, test["take_id"], how)
+        flags = unit_ratio > ood_slack
+    pred, verdicts = decide_many(ds, op, flags)
+    figures = rule_figures_on(pred, verdicts, dy)
+    per = M.per_class_prf(pred, dy)
+    ap = M.average_precision(ds, dy)
+    res["decisions"] = {
+        "unit": unit, "rule": op.rule, unit: figures,
+        "per_class": {"precision": [float(v) for v in per["precision"]],
+                      "recall": [float(v) for v in per["recall"]],
+                      "f1": [float(v) for v in per["f1"]],
+                      "support": [int(v) for v in per["support"]],
+                      "predicted": [int(v) for v in per["predicted"]],
+                      "ap": [_f(v) for v in ap],
+                      "chance_ap": [float(v) for v in dy.mean(axis=0)] if len(dy) else None},
+    }
     if unit != "video":
-        res["decisions"]["video"] = M.set_metrics(decide(s), y)
-    res["thresholds"] = {k: v for k, v in thr_info.items() if k not in ("classes",)}
-    return res, thr_info, pred, dy
+        vflags = None if flags is None else test_ratio > ood_slack
+        vpred, vverdicts = decide_many(s, op, vflags)
+        res["decisions"]["video"] = rule_figures_on(vpred, vverdicts, y)
+    res["rules"] = {k: info[k] for k in ("chosen", "rows", "compared_on", "fitted_on")}
+    probs = op.probabilities(ds)
+    cal: dict[str, Any] = {"method": None if op.calibration is None else op.calibration.method,
+                           "uncalibrated_classes": info["uncalibrated"]}
+    if probs is not None:
+        cal["test"] = _calibration_figures(probs[:, 1:], dy[:, 1:], cfg.ece_bins)
+        if judge is not None and len(judge):
+            cal["val"] = _calibration_figures(op.probabilities(judge.scores), judge.labels,
+                                              cfg.ece_bins)
+    if head in PROBABILITY_HEADS:
+        cal["test_raw"] = _calibration_figures(np.clip(ds[:, 1:], 0, 1), dy[:, 1:], cfg.ece_bins)
+    res["calibration"] = cal
+    raw = op.raw_thresholds()
+    thr_info: dict[str, Any] = {
+        **op.to_dict(), "rule_text": M.THRESHOLD_RULES.get(op.rule, op.rule), "fusion": how,
+        "classes": list(CLASSES),
+        # the marks on the raw score scale (what older readers of this file take)
+        "values": None if raw is None else [float(t) if np.isfinite(t) else None for t in raw],
+        "val_f1": info["val_f1"],
+        "defaulted": ([] if op.marks is None else
+                      [int(k) for k in np.flatnonzero(~np.isfinite(np.asarray(op.marks)))]),
+        "n_val_rows": n_val, "fitted_on": info["fitted_on"], "compared_on": info["compared_on"],
+        "comparison": [{k: r[k] for k in ("rule", "precision_micro", "recall_micro", "f1_micro",
+                                          "false_all_clear")} for r in info["rows"]],
+    }
+    res["thresholds"] = {k: v for k, v in thr_info.items() if k not in ("classes", "calibration")}
+    return HeadResult(res, thr_info, op, pred, dy, ds, probs, verdicts, ids, unit_ratio)
+
+
+def rule_figures_on(pred: np.ndarray, verdicts: list[str], labels: np.ndarray) -> dict[str, Any]:
+    """Set metrics of the sets told to the user, the verdict counts and the false all-clears."""
+    out = M.set_metrics(pred, labels)
+    v = np.array(verdicts)
+    out["verdicts"] = {k: int((v == k).sum()) for k in VERDICTS}
+    out["false_all_clear"] = int(((v == "correct") & np.asarray(labels)[:, 1:].any(axis=1)).sum())
+    return out
 
 
 # --- one run, all runs ----------------------------------------------------------------------
@@ -278,23 +404,44 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
         log.warning("%s: %s", name, w)
     test_x, test_meta = _split_arrays(sets, cfg.test_split)
     val_x, val_meta = _split_arrays(sets, cfg.val_split)
+    if not (takes_known(test_meta["take_id"]) and takes_known(val_meta["take_id"])):
+        warnings.append("the feature files do not say which clips are views of one take "
+                        "(imported features): view fusion is skipped, decisions are per video")
+        log.warning("%s: %s", name, warnings[-1])
+        cfg = dataclasses.replace(cfg, decision_fusion="none")
     if not len(test_meta["labels"]):
         raise EvalError(f"run {name}: no '{cfg.test_split}' rows in {list(files.values())[0]['path']}")
     test_scores = run.scores(test_x)
     val_scores = run.scores(val_x) if len(val_meta["labels"]) else {}
     if not len(val_meta["labels"]):
-        warnings.append(f"no '{cfg.val_split}' rows: thresholds fall back to defaults")
+        warnings.append(f"no '{cfg.val_split}' rows: the marks fall back to fixed ones, "
+                        "uncalibrated (the assistant then never declares a take correct)")
     heads = [h for h in test_scores if test_scores[h] is not None]
     if not heads:
         raise EvalError(f"run {name}: Run.scores returned no score matrix")
+    imagined = _imagined_scores(run, val_x, val_meta, heads, cfg) if val_scores else {}
+    ood, ood_info, test_ratio = _input_check(run_dir, sets, val_x, test_x, cfg, name)
+    synthetic = synthetic_sources(recipes)
+    if synthetic:
+        warnings.append(SYNTHETIC_NOTE + f" (features of {', '.join(synthetic)})")
+        log.warning("%s: %s", name, warnings[-1])
+    ckpt = run_dir / "checkpoint.safetensors"
+    ckpt_sha = file_sha256(ckpt) if ckpt.is_file() else None
+    provenance = _provenance(run, run_dir, ckpt_sha, recipes, synthetic)
     result: dict[str, Any] = {
         "run": name, "model": run.model_name, "run_dir": str(run_dir),
         "eval_config": to_dict(cfg), "code_version": code_version(),
-        "feature_files": files, "warnings": warnings,
-        "classes": list(CLASSES), "heads": {},
+        "feature_files": files, "warnings": warnings, "provenance": provenance,
+        "classes": list(CLASSES), "heads": {}, "ood": ood_info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    thresholds: dict[str, Any] = {"run": name, "model": run.model_name, "heads": {}}
+    thresholds: dict[str, Any] = {
+        "version": THRESHOLDS_VERSION, "run": name, "model": run.model_name,
+        "checkpoint": {"path": ckpt.name, "sha256": ckpt_sha},
+        "code_version": code_version(), "created": result["created"],
+        "ood": None if ood is None else {"file": OOD_FILE, "sha256": file_sha256(run_dir / OOD_FILE),
+                                         **ood.summary()},
+        "heads": {}}
     entries = []
     for head in heads:
         s = np.asarray(test_scores[head], dtype=np.float64)
@@ -304,18 +451,96 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
         val = None
         if head in val_scores:
             val = dict(val_meta, scores=np.asarray(val_scores[head], dtype=np.float64))
-        metrics, thr, pred, true = evaluate_head(head, dict(test_meta, scores=s), val, cfg)
-        result["heads"][head] = metrics
-        thresholds["heads"][head] = thr
-        entries.append(Entry(name, run.model_name, head, metrics, s,
-                             test_meta["labels"].astype(np.uint8), pred, true, list(warnings)))
+        hr = evaluate_head(head, dict(test_meta, scores=s), val, cfg,
+                           imagined={k: d[head] for k, d in imagined.items() if head in d},
+                           test_ratio=test_ratio, ood_slack=None if ood is None else ood.slack)
+        result["heads"][head] = hr.metrics
+        thresholds["heads"][head] = hr.thresholds
+        entries.append(Entry(name, run.model_name, head, hr.metrics, s,
+                             test_meta["labels"].astype(np.uint8), hr.pred, hr.true,
+                             list(warnings), unit_scores=hr.unit_scores, unit_probs=hr.unit_probs,
+                             verdicts=hr.verdicts, unit_ids=hr.unit_ids, op=hr.op,
+                             provenance=provenance, ood=ood_info, unit_ratio=hr.unit_ratio))
     result["seconds"] = round(time.time() - t0, 3)
     _write_json(run_dir / "metrics.json", result)
-    _write_json(run_dir / "thresholds.json", thresholds)
+    _write_json(run_dir / THRESHOLDS_FILE, thresholds)
     log.info("%s: %s (%.1f s)", name, ", ".join(
         f"{h} mAP {100 * (result['heads'][h]['test']['video']['map']['value'] or 0):.1f}"
         for h in heads), result["seconds"])
     return result, entries
+
+
+def _imagined_scores(run, val_x: dict[str, np.ndarray], val_meta: dict, heads: list[str],
+                     cfg: EvalConfig) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{"tune"|"compare": {head: {scores, labels, take_id}}}``: the run's scores of two draws
+    of composites imagined from the val singles (:func:`evaluate.operating.imagined_takes`)."""
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    take_id, view = val_meta["take_id"], val_meta["view"]
+    if not takes_known(take_id):  # imported features: every video is a take of its own
+        take_id, view = val_meta["video_id"], np.ones(len(take_id), dtype=np.int64)
+    for draw, key in ((1, "tune"), (2, "compare")):
+        parts: dict[str, list[np.ndarray]] = {h: [] for h in heads}
+        labels, ids = [], []
+        for feats, y, take in imagined_takes(val_x, val_meta["labels"], take_id, view,
+                                             cfg.imagined_takes,
+                                             dict(run.config or {}), cfg.seed, draw):
+            sc = run.scores(feats)
+            for h in heads:
+                parts[h].append(np.asarray(sc[h], dtype=np.float64))
+            labels.append(y)
+            ids.append(take)
+        if not labels:
+            continue
+        y, take = np.concatenate(labels), np.concatenate(ids)
+        out[key] = {h: {"scores": np.concatenate(parts[h]), "labels": y, "take_id": take}
+                    for h in heads}
+    return out
+
+
+def _input_check(run_dir: Path, sets: dict[str, FeatureSet], val_x: dict[str, np.ndarray],
+                 test_x: dict[str, np.ndarray], cfg: EvalConfig, name: str):
+    """Fit the unsuitable-input check on the training videos, save it as ``ood.npz`` next to
+    the run, and measure it. Returns ``(reference or None, summary, test ratios (N,) or None)``."""
+    from evaluate.ood import fit_ood
+
+    train_x, _ = _split_arrays(sets, "train")
+    try:
+        ood, val_ratio = fit_ood(train_x, val_x if len(next(iter(val_x.values()))) else None,
+                                 cfg.ood_k, cfg.ood_quantile, cfg.ood_slack, seed=cfg.seed)
+    except ValueError as e:
+        log.warning("%s: no unsuitable-input check (%s)", name, e)
+        return None, {"error": str(e)}, None
+    ood.save(run_dir / OOD_FILE)
+    test_ratio = ood.ratios(test_x)
+    info = {**ood.summary(),
+            "val_flagged": float(np.mean(val_ratio > ood.slack)) if len(val_ratio) else None,
+            "test_flagged_videos": float(np.mean(test_ratio > ood.slack)),
+            "test_ratio_max": float(test_ratio.max()) if len(test_ratio) else None,
+            "val_ratio_max": float(val_ratio.max()) if len(val_ratio) else None}
+    return ood, info, test_ratio
+
+
+def _provenance(run, run_dir: Path, ckpt_sha: str | None, recipes: dict[str, FeatureRecipe],
+                synthetic: list[str]) -> dict[str, Any]:
+    """Where the run came from, for the report: commit, date, backbone, init, seed."""
+    record = getattr(run, "record", None) or {}
+    ckpt = run_dir / "checkpoint.safetensors"
+    trained = (time.strftime("%Y-%m-%d %H:%M", time.localtime(ckpt.stat().st_mtime))
+               if ckpt.is_file() else "")
+    return {
+        "run": run.name if hasattr(run, "name") else run_dir.name, "model": run.model_name,
+        "code_version": str(record.get("code_version", "")), "trained": trained,
+        "backbone": ", ".join(f"{r.backbone} ({m})" for m, r in recipes.items()),
+        "init": ", ".join(sorted({r.init + (f" {r.checkpoint_sha256[:12]}" if not r.random_init
+                                            and r.checkpoint_sha256 else "")
+                                  for r in recipes.values()})),
+        "dataset": ", ".join(sorted({str(r.config.get("dataset", "")) or "?"
+                                     for r in recipes.values()})),
+        "synthetic": bool(synthetic),
+        "seed": (run.config or {}).get("seed"),
+        "text_encoder": str(getattr(run, "text_encoder", "") or ""),
+        "checkpoint_sha256": ckpt_sha or "",
+    }
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -359,4 +584,5 @@ def format_tables(entries: list[Entry]) -> str:
     h, r = comparison_rows(entries)
     dh, dr = decision_rows(entries)
     return ("Composite-error test results (AP in %; fused = views of a take pooled)\n"
-            + text_table(h, r) + "\nPredicted error sets (val thresholds, %)\n" + text_table(dh, dr))
+            + text_table(h, r) + "\nWhat the assistant tells on the test takes (its own rule, "
+            "chosen on val; %)\n" + text_table(dh, dr))

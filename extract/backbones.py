@@ -210,6 +210,30 @@ def check_modality(spec: BackboneSpec, modality: str) -> None:
                          f"it takes: {', '.join(spec.modalities)}")
 
 
+def check_backbone_input(cfg: Any) -> None:
+    """The checks every stage config that feeds ``cfg.backbone`` shares (extract, finetune):
+    ``modalities`` non-empty, each a stream the backbone takes, none twice; ``crop_size`` at
+    most ``short_side`` and the backbone's fixed input size where it has one. Raises the
+    config's one-line ConfigError naming the key."""
+    from pipeline.config import key_error
+
+    spec = BACKBONES[cfg.backbone]
+    if not cfg.modalities:
+        raise key_error(cfg, "modalities", f"empty; choose from {', '.join(spec.modalities)}")
+    for m in cfg.modalities:
+        if m not in spec.modalities:
+            raise key_error(cfg, "modalities", f"backbone {cfg.backbone} takes only "
+                                               f"{', '.join(spec.modalities)}")
+    if len(set(cfg.modalities)) != len(cfg.modalities):
+        raise key_error(cfg, "modalities", f"{','.join(cfg.modalities)} names a stream twice")
+    if cfg.crop_size > cfg.short_side:
+        raise key_error(cfg, "crop_size",
+                        f"{cfg.crop_size} is larger than short_side {cfg.short_side}")
+    if spec.fixed_input and cfg.crop_size != spec.fixed_input:
+        raise key_error(cfg, "crop_size", f"backbone {cfg.backbone} needs crop_size "
+                                          f"{spec.fixed_input}")
+
+
 def build_recognizer(name: str, modality: str, num_classes: int = 14, num_segments: int = 8,
                      seed: int = 0) -> nn.Module:
     """Build backbone ``name`` for ``modality`` ("rgb" | "flow") with seeded random weights.

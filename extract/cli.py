@@ -28,6 +28,7 @@ def main(args: argparse.Namespace) -> int:
     from extract.runner import ExtractConfig, ExtractError, run, summary
     from pipeline.config import load_stage_config
     from pipeline.features import FeatureStoreError
+    from pipeline.log import first_line
     from pipeline.manifest import ManifestError
 
     cfg = load_stage_config(ExtractConfig, "extract", args.config, args.overrides)
@@ -35,6 +36,9 @@ def main(args: argparse.Namespace) -> int:
         results, failed = run(cfg)
     except (ExtractError, ManifestError, WeightsError, FeatureStoreError) as e:
         log.error("%s", e)
+        return 2
+    except OSError as e:  # a folder that cannot be made or written: the OS's words, the path
+        log.error("extract: %s", first_line(e))
         return 2
     if int(os.environ.get("RANK", 0)) == 0:
         text = summary(results, failed)

@@ -20,7 +20,16 @@ The decoders, picked by name from :data:`DECODERS`:
   (measured on 4096x2160 H.264: +0.4 GiB at 1 minute, +1.7 GiB at 20 minutes, and it is not
   returned when the reader is closed), while PyAV stays at about +0.13 GiB at 20 minutes
   (docs/benchmarks.md, "Memory"). The choice depends only on the file's header, so a rerun picks
-  the same decoder for the same video.
+  the same decoder for the same video. Files with several video streams go to PyAV too.
+
+Which stream: a file may hold several video streams; every decoder (and the flow stage) reads
+the one :func:`video_stream` picks, the stream flagged *default* (else the first), and the
+header probe logs which when there is a choice. decord cannot be told a stream, so a
+:class:`DecordReader` hands such a file to PyAV, as it does a codec its FFmpeg lacks (AV1).
+
+:func:`probe` reads the header facts (size, rate, frame count, duration, stream) without
+decoding, for ``auto`` and for the server's limits; :func:`time_limit` lets a thread's decoding
+loops stop after a deadline (the server's per-take limit).
 
 Threads: each reader lets FFmpeg decode with about one thread per core (frame threads) unless
 :func:`set_decode_threads` says otherwise. Decode workers that each handle their own video
@@ -31,10 +40,14 @@ time per video end to end; docs/benchmarks.md). Threads never change the decoded
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -153,39 +166,144 @@ def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> np.ndarr
     return idx
 
 
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a file's container header says about the video stream every decoder reads.
+
+    ``width`` x ``height`` is the display orientation; ``frames`` comes from the header (or
+    duration x rate for containers without a count, e.g. Matroska), 0 when the header gives
+    neither; ``duration_s`` likewise (0 when unknown). ``stream`` is the index of the video
+    stream read (:func:`video_stream`), of ``video_streams`` in the file; ``codec`` its codec.
+    """
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_s: float
+    stream: int
+    video_streams: int
+    codec: str
+
+
+def video_stream(container, path: str | Path = ""):
+    """The video stream every decoder here reads: the first one flagged ``default``, else the
+    first one; a cover picture (``attached_pic``) never. Raises DecodeError when there is none.
+
+    One explicit rule, so that every decoder and the flow stage read the same stream of a file
+    with several (decord cannot be told a stream: such files go to PyAV, see DecordReader).
+    """
+    import av
+
+    flags = av.stream.Disposition
+    streams = [s for s in container.streams.video if not s.disposition & flags.attached_pic]
+    if not streams:
+        raise DecodeError(f"{path}: no video stream")
+    return next((s for s in streams if s.disposition & flags.default), streams[0])
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """The header facts of ``path`` (and the first frame's rotation); nothing else is decoded.
+    Memoised per file version, because ``auto``, the chosen reader and the server's limits all
+    need it. Raises DecodeError for a file that is not a video."""
+    p = Path(path)
+    _check_file(p)
+    st = p.stat()
+    return _probe_cached(str(p), st.st_size, st.st_mtime_ns)
+
+
 def _probe_pyav(path: Path) -> tuple[int, int, float, int]:
-    """(W, H, fps, approximate frame count) from the container header (and the first frame's
-    rotation), W x H in display orientation; nothing is decoded beyond that. Memoised per file
-    version, because ``auto`` and then the chosen reader both need it."""
-    st = path.stat()
-    return _probe_pyav_cached(str(path), st.st_size, st.st_mtime_ns)
+    """(W, H, fps, approximate frame count) of :func:`probe`."""
+    i = probe(path)
+    return i.width, i.height, i.fps, i.frames
 
 
 @functools.lru_cache(maxsize=256)
-def _probe_pyav_cached(path: str, size: int, mtime_ns: int) -> tuple[int, int, float, int]:
+def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
     import av
 
     try:
         with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DecodeError(f"{path}: no video stream")
-            s = c.streams.video[0]
+            s = video_stream(c, path)
             rate = float(s.average_rate or s.guessed_rate or s.base_rate or 0.0)
             w, h = int(s.codec_context.width), int(s.codec_context.height)
+            if s.duration is not None and s.time_base is not None:
+                secs = float(s.duration * s.time_base)
+            else:
+                secs = float(c.duration or 0) / 1e6
             n = int(s.frames or 0)
             if n <= 0:  # Matroska/WebM headers carry no frame count: duration x rate
-                if s.duration is not None and s.time_base is not None:
-                    secs = float(s.duration * s.time_base)
-                else:
-                    secs = float(c.duration or 0) / 1e6
                 n = int(round(secs * rate))
+            if secs <= 0 and n > 0 and rate > 0:
+                secs = n / rate
+            cc = s.codec_context
+            codec = str(getattr(cc.codec, "canonical_name", "") or cc.name)  # av1, not libdav1d
+            total = len(c.streams.video)
+            if total > 1:
+                log.warning("%s: %d video streams; reading stream #%d (%s, %dx%d), the default "
+                            "one, with every decoder", path, total, s.index, codec, w, h)
             if _rotation(c, s) in (90, 270):
                 w, h = h, w
-            return w, h, rate, n
+            return VideoInfo(w, h, rate, n, max(secs, 0.0), s.index, total, codec)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - av raises many error types for a bad file
         raise DecodeError(f"{path}: not a readable video ({_first_line(e)})") from None
+
+
+def count_frames(path: str | Path, limit: int) -> int:
+    """Packets of the video stream of ``path``, counted by demuxing (no decoding) and stopping
+    after ``limit + 1``: the number of frames a decoder will meet, which a header may not say
+    (raw streams) or may understate (a Matroska duration). Raises DecodeError."""
+    import av
+
+    p = Path(path)
+    _check_file(p)
+    n = 0
+    try:
+        with av.open(str(p)) as c:
+            for pkt in c.demux(video_stream(c, p)):
+                if pkt.size:
+                    n += 1
+                    if n > limit:
+                        break
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DecodeError(f"{p}: not a readable video ({_first_line(e)})") from None
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# A time limit for the decoding done in one thread (the server's per-take limit)
+
+_LIMIT = threading.local()
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding stopped because the thread's :func:`time_limit` passed."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str = "the time limit") -> Iterator[None]:
+    """Within this block, decoding loops in this thread (PyAV's frames and packets, the flow
+    stage's frames) raise DecodeTimeout once ``seconds`` have passed. ``what`` names the limit
+    in the message (e.g. a config key). A thread cannot be stopped from outside in Python, so
+    the loops check between frames; one decord batch (bounded by the sampled frames) cannot be
+    cut short."""
+    old = getattr(_LIMIT, "value", None)
+    _LIMIT.value = None if seconds is None else (time.monotonic() + float(seconds), seconds, what)
+    try:
+        yield
+    finally:
+        _LIMIT.value = old
+
+
+def check_time_limit(path: str | Path) -> None:
+    """Raise DecodeTimeout naming ``path`` when this thread's :func:`time_limit` has passed."""
+    value = getattr(_LIMIT, "value", None)
+    if value is not None and time.monotonic() > value[0]:
+        raise DecodeTimeout(f"{path}: stopped after {value[1]:g} s ({value[2]})")
 
 
 # Videos with more decoded pixels than this (frames x width x height) go to PyAV under "auto":
@@ -195,11 +313,13 @@ AUTO_DECORD_MAX_PIXELS = 750 * 4096 * 2160
 
 def auto_decoder(path: str | Path) -> str:
     """The decoder ``auto`` uses for ``path``: ``decord`` for short videos, ``pyav`` for long
-    ones (see the module docstring). Raises DecodeError for a file that is not a video."""
-    p = Path(path)
-    _check_file(p)
-    w, h, _, n = _probe_pyav(p)
-    return "pyav" if n * w * h > AUTO_DECORD_MAX_PIXELS else "decord"
+    ones (see the module docstring) and for files with several video streams (decord cannot be
+    told which to read). A codec decord lacks (AV1) goes to PyAV when decord fails to open it
+    (:class:`DecordReader`). Raises DecodeError for a file that is not a video."""
+    info = probe(path)
+    if info.video_streams > 1:
+        return "pyav"
+    return "pyav" if info.frames * info.width * info.height > AUTO_DECORD_MAX_PIXELS else "decord"
 
 
 class _Base:
@@ -221,23 +341,44 @@ class DecordReader(_Base):
 
     decord resizes only at open time, so the size is probed from the header (PyAV) first and the
     reader is opened once at the size of the first ``get`` (or of ``resize_short`` given here).
+
+    Files decord cannot read as every other decoder does are handed to a PyAVReader, with a
+    warning: several video streams (decord picks one by its own rule, not the default stream
+    of :func:`video_stream`), and codecs its bundled FFmpeg lacks (AV1: "cannot find video
+    stream with wanted index: -1").
     """
 
     def __init__(self, path: str | Path, resize_short: int | None = None,
                  num_threads: int | None = None):
         self.path = Path(path)
-        _check_file(self.path)
-        w, h, fps, _ = _probe_pyav(self.path)
-        self.size = (w, h)
+        info = probe(self.path)
+        self.size = (info.width, info.height)
         self._num_threads = _DECODE_THREADS if num_threads is None else num_threads
         self._vr = None
         self._fallback: PyAVReader | None = None
         self._open_short: int | None = -1  # the resize_short the current reader was opened with
-        self._open(resize_short)
+        if info.video_streams > 1:
+            self._use_pyav(f"it has {info.video_streams} video streams and decord cannot be "
+                           f"told to read #{info.stream}, the default")
+            return
+        try:
+            self._open(resize_short)
+        except DecodeError as e:
+            if "cannot find video stream" not in str(e):
+                raise
+            # the header has a video stream (probe found it): decord lacks its decoder
+            self._use_pyav(f"decord cannot decode its {info.codec} video")
+            return
         self.num_frames = len(self._vr)
-        self.fps = float(self._vr.get_avg_fps() or fps)
+        self.fps = float(self._vr.get_avg_fps() or info.fps)
         if self.num_frames <= 0:
             raise DecodeError(f"{self.path}: video has no frames")
+
+    def _use_pyav(self, why: str) -> None:
+        log.warning("%s: %s; using pyav for it", self.path, why)
+        self.close()
+        self._fallback = PyAVReader(self.path, threads=self._num_threads)
+        self.num_frames, self.fps = self._fallback.num_frames, self._fallback.fps
 
     def _open(self, resize_short: int | None) -> None:
         import decord
@@ -270,10 +411,7 @@ class DecordReader(_Base):
             if "DECORDArrayCopyFromTo" in str(e):
                 # decord 0.6 mis-sizes some planar-RGB frames (e.g. 48 px wide gbrp); PyAV
                 # decodes them exactly, so use it for this file.
-                log.warning("%s: decord cannot copy this frame format (%s); using pyav for it",
-                            self.path, _first_line(e))
-                self.close()
-                self._fallback = PyAVReader(self.path, threads=self._num_threads)
+                self._use_pyav(f"decord cannot copy this frame format ({_first_line(e)})")
                 return self._fallback.get(idx, resize_short)
             raise DecodeError(f"{self.path}: decoding failed ({_first_line(e)})") from None
         if len(frames) != len(uniq):
@@ -303,9 +441,7 @@ class PyAVReader(_Base):
         except Exception as e:  # noqa: BLE001
             raise DecodeError(f"{self.path}: not a readable video ({_first_line(e)})") from None
         try:
-            if not self._c.streams.video:
-                raise DecodeError(f"{self.path}: no video stream")
-            s = self._c.streams.video[0]
+            s = video_stream(self._c, self.path)
             self._s = s
             self.size = (int(s.codec_context.width), int(s.codec_context.height))
             rate = s.average_rate or s.guessed_rate or s.base_rate
@@ -314,7 +450,9 @@ class PyAVReader(_Base):
             self.size = _probe_pyav(self.path)[:2]
             # Demux once (cheap: no decoding) to number frames by presentation order.
             pts, keys = [], []
-            for pkt in self._c.demux(s):
+            for k, pkt in enumerate(self._c.demux(s)):
+                if k % 256 == 0:
+                    check_time_limit(self.path)
                 if pkt.size == 0 or pkt.pts is None:
                     continue
                 pts.append(int(pkt.pts))
@@ -344,6 +482,7 @@ class PyAVReader(_Base):
         self._c.seek(self._pts[seek_frame], stream=self._s, backward=True, any_frame=False)
         for pkt in self._c.demux(self._s):
             for fr in pkt.decode():
+                check_time_limit(self.path)
                 if fr.pts is None:
                     continue
                 i = self._index.get(int(fr.pts))
@@ -412,9 +551,10 @@ class TorchCodecReader(_Base):
                 f"decoder 'torchcodec' is not usable here ({_first_line(e)}); it needs "
                 f"'pip install torchcodec' and the system's FFmpeg libraries. Available: "
                 f"{', '.join(available_decoders())}") from None
+        stream = probe(self.path).stream  # the default stream, as the other decoders read
         try:
-            self._d = VideoDecoder(str(self.path), dimension_order="NHWC", seek_mode="exact",
-                                   num_ffmpeg_threads=threads)
+            self._d = VideoDecoder(str(self.path), stream_index=stream, dimension_order="NHWC",
+                                   seek_mode="exact", num_ffmpeg_threads=threads)
         except Exception as e:  # noqa: BLE001
             raise DecodeError(f"{self.path}: torchcodec cannot open it ({_first_line(e)})") from None
         md = self._d.metadata

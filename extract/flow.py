@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.decoders import DecodeError, open_video, short_side_size, upright
+from extract.decoders import (DecodeError, check_time_limit, open_video, short_side_size, upright,
+                              video_stream)
 from pipeline.log import first_line
 
 log = logging.getLogger(__name__)
@@ -126,16 +127,17 @@ def gray_frames(src: str | Path, short_side: int | None = None) -> Iterator[np.n
     except Exception as e:  # noqa: BLE001
         raise DecodeError(f"{src}: not a readable video ({first_line(e, 200)})") from None
     with c:
-        if not c.streams.video:
-            raise DecodeError(f"{src}: no video stream")
-        s = c.streams.video[0]
+        s = video_stream(c, src)  # the stream the rgb decoders read, in a multi-stream file
         s.thread_type = "AUTO"
         w, h = short_side_size(s.codec_context.width, s.codec_context.height, short_side)
         try:
             for fr in c.decode(s):
+                check_time_limit(src)  # the server's per-take limit; no limit elsewhere
                 # Display orientation, as the rgb decoders return it (phones store portrait
                 # video as landscape plus a rotation), so flow and rgb frames line up.
                 yield upright(fr.to_ndarray(width=w, height=h, format="gray"), fr)
+        except DecodeError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise DecodeError(f"{src}: decoding failed ({first_line(e, 200)})") from None
 
@@ -144,7 +146,7 @@ def _video_fps(src: Path) -> float:
     import av
 
     with av.open(str(src)) as c:
-        s = c.streams.video[0]
+        s = video_stream(c, src)
         return float(s.average_rate or s.guessed_rate or 25)
 
 

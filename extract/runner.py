@@ -40,17 +40,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from extract.backbones import (BACKBONES, BackboneName, WeightsError,
+from extract.backbones import (BackboneName, WeightsError, check_backbone_input,
                                check_modality, frame_features, get_spec, load_backbone,
                                resolve_checkpoint)
 from extract.decoders import DecodeError, DecoderChoice, init_decode_worker, open_video
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
 from extract.transforms import NUM_VIEWS, Crop, spatial_views, stack_flow, to_model_input
-from pipeline.config import build, check_device, check_fields, check_range, key_error, to_json
-from pipeline.features import (FeatureRecipe, FeatureStoreError, Modality, ShardWriter,
-                               clip_len, consolidate, done_video_ids, feature_path,
-                               finetuned_checkpoint_path, read_feature_recipe, shard_dir)
+from pipeline.config import (build, check_device, check_fields, check_range, key_error,
+                             to_json)
+from pipeline.features import (FeatureRecipe, FeatureStoreError, ManifestDiff, Modality,
+                               ShardWriter, clip_len, consolidate, done_video_ids, feature_path,
+                               finetuned_checkpoint_path, read_feature_recipe, read_features,
+                               shard_dir, sync_to_manifest)
 from pipeline.manifest import ManifestError, VideoRecord, parse_manifest
 
 log = logging.getLogger(__name__)
@@ -92,26 +94,37 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if not self.modalities:
-            raise key_error(self, "modalities", "empty; choose from rgb, flow")
-        takes = BACKBONES[self.backbone].modalities
-        for m in self.modalities:
-            if m not in takes:
-                raise key_error(self, "modalities", f"backbone {self.backbone} takes only "
-                                                    f"{', '.join(takes)}")
-        if len(set(self.modalities)) != len(self.modalities):
-            raise key_error(self, "modalities", f"{','.join(self.modalities)} names a stream twice")
         for key in ("segments", "batch_videos", "rows_per_shard", "short_side", "crop_size"):
             check_range(self, key, ge=1)
         check_range(self, "workers", ge=0)
         check_range(self, "min_frames", ge=0)
-        if self.crop_size > self.short_side:
-            raise key_error(self, "crop_size",
-                            f"{self.crop_size} is larger than short_side {self.short_side}")
-        fixed = BACKBONES[self.backbone].fixed_input
-        if fixed and self.crop_size != fixed:
-            raise key_error(self, "crop_size", f"backbone {self.backbone} needs crop_size {fixed}")
+        check_backbone_input(self)  # modalities and crop, as finetune checks them
+        check_checkpoint_template(self)
         check_device(self)
+
+
+# What a checkpoint path may say in braces: one config line can serve both streams.
+CHECKPOINT_FIELDS = ("modality", "backbone")
+
+
+def check_checkpoint_template(cfg: "ExtractConfig") -> None:
+    """A ``checkpoint`` path may hold ``{modality}`` and ``{backbone}`` only; anything else in
+    braces (``{foo}``, ``{}``, a lone ``{``) is a config error naming the key, not a traceback
+    from ``str.format`` when the checkpoint is resolved."""
+    import string
+
+    value = cfg.checkpoint or ""
+    known = ", ".join("{" + n + "}" for n in CHECKPOINT_FIELDS)
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as e:  # "Single '{' encountered", "expected '}' before end of string"
+        raise key_error(cfg, "checkpoint", f"{value!r}: {e}; only {known} may stand in braces "
+                        "(write {{ and }} for a literal brace)") from None
+    bad = [n for n in names if n not in CHECKPOINT_FIELDS]
+    if bad:
+        shown = ", ".join("{" + n + "}" for n in bad)
+        raise key_error(cfg, "checkpoint", f"{value!r}: {shown} is not known; only {known} are "
+                        "filled in (write {{ and }} for a literal brace)")
 
 
 def config_from_json(text: str) -> ExtractConfig:
@@ -257,6 +270,8 @@ class ModalityResult:
     extracted: int = 0
     failed: int = 0
     seconds: float = 0.0
+    # how the stored rows differed from the manifest and were brought in line with it
+    manifest: ManifestDiff | None = None
 
 
 def _dist() -> tuple[int, int]:
@@ -300,6 +315,29 @@ def _check_compatible(path: Path, recipe: FeatureRecipe) -> None:
             "set a different features_dir")
 
 
+def _check_existing(path: Path, recipe: FeatureRecipe) -> set[str]:
+    """Check what an earlier run left at ``path`` (the final file as train and eval read it,
+    and its closed shards) and return the video ids already done.
+
+    A damaged file (a missing dataset, a truncated HDF5, NaN rows) would otherwise be taken as
+    "already done" and fail only in train; it is an ExtractError saying what to do.
+    """
+    shards = shard_dir(path)
+    try:
+        if path.exists():
+            read_features(path)  # the full check train and eval make
+        _check_compatible(path, recipe)
+        return done_video_ids(path)
+    except FeatureStoreError as e:
+        text = str(e)
+        if text.startswith(f"{shards}/"):  # a shard a crash or a bad disk left damaged
+            bad = text.split(":", 1)[0]
+            raise ExtractError(f"{text}; delete {bad} and rerun: the videos it held are "
+                               "extracted again") from None
+        raise ExtractError(f"{text}; the existing feature file is damaged: delete it and rerun "
+                           "to extract its videos again, or set another features_dir") from None
+
+
 def _flow_recipe(records: list[VideoRecord]) -> str:
     for r in records:
         if r.flow is not None and r.flow.exists():
@@ -324,8 +362,7 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     bf16 = cfg.amp if device.type == "cuda" else cfg.cpu_amp
     recipe = make_recipe(cfg, modality, ckpt, "bf16" if bf16 else "fp32",
                          _flow_recipe(records) if modality == "flow" else "")
-    _check_compatible(out, recipe)
-    done = done_video_ids(out)
+    done = _check_existing(out, recipe)
     mine = [r for i, r in enumerate(records) if i % world == rank]
     todo = [r for r in mine if r.video_id not in done]
     res.done_before = len(mine) - len(todo)
@@ -404,6 +441,7 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     records = _load_records(cfg)
+    _make_folder(Path(cfg.features_dir) / cfg.dataset)
     results = []
     locks: list[int] = []
     try:
@@ -425,6 +463,7 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
                 if d.is_dir() and any(d.glob("shard-*.h5")):
                     consolidate(r.path)
                     log.info("wrote %s", r.path)
+                _follow_manifest(r, records)
         if world > 1:
             dist.barrier()
     finally:
@@ -433,6 +472,26 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return results, failed
+
+
+def _follow_manifest(res: ModalityResult, records: list[VideoRecord]) -> None:
+    """Bring the stored rows in line with the manifest as it is now: corrected labels, splits,
+    takes, views and participants are written to the file and rows whose video left the
+    manifest are removed; features are never recomputed for that (issue 16, item 2)."""
+    if not res.path.exists():
+        return
+    res.manifest = sync_to_manifest(res.path, records)
+    if res.manifest:
+        log.warning("%s now follows the manifest: %s", res.path.name, res.manifest.describe())
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be (a file in the way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExtractError(f"{folder}: cannot create the features folder "
+                           f"({e.strerror or e}; config keys features_dir, dataset)") from None
 
 
 def _lock_output(path: Path, rank: int) -> int:
@@ -528,8 +587,14 @@ def features_for_videos(video_paths: list[Path], recipe: FeatureRecipe | dict[st
 
 
 def summary(results: list[ModalityResult], failed: int) -> str:
-    parts = [f"{r.modality}: {r.extracted} extracted, {r.done_before} already done, "
-             f"{r.failed} failed -> {r.path}" for r in results]
+    parts = []
+    for r in results:
+        follow = ""
+        if r.manifest:
+            follow = (f", {r.manifest.relabelled} relabelled, {len(r.manifest.dropped)} removed "
+                      "(following the manifest)")
+        parts.append(f"{r.modality}: {r.extracted} extracted, {r.done_before} already done, "
+                     f"{r.failed} failed{follow} -> {r.path}")
     text = "; ".join(parts)
     if failed:
         text += f". {failed} failure(s) in total, see {results[0].path.parent / 'failures.csv'}"

@@ -5,7 +5,7 @@ be downloaded here, and randomly initialised features barely see the errors.
 
 Task: the single-class videos of the train split (every camera view is its own sample),
 14-way cross-entropy; validation on the single-class videos of the val split (top-1, mean
-class accuracy, confusion matrix). One run per stream (``modality`` "rgb", "flow" or both in
+class accuracy, confusion matrix). One run per stream (``modalities`` "rgb", "flow" or both in
 turn) writes ``<finetune_dir>/<dataset>/<backbone>-<modality>/``:
 
 - ``checkpoint.safetensors``: the recognizer's state_dict, keys exactly as

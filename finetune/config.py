@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from extract.backbones import BackboneName
+from extract.backbones import BackboneName, check_backbone_input
 from extract.decoders import DecoderChoice
 from pipeline.config import check_device, check_fields, check_range, key_error
 from pipeline.features import MODALITIES, Modality
@@ -15,7 +15,7 @@ from pipeline.features import MODALITIES, Modality
 # weights: left out of the fingerprint, so a checkpoint trained on a GPU box counts as up to
 # date on a laptop, and a moved project is not retrained (the manifest's *content* is
 # fingerprinted by its sha256). cpu_amp is fingerprinted by its resolved value (weights.py).
-NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "threads", "manifest",
+NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "num_threads", "manifest",
                      "dataset", "finetune_dir", "resume",
                      "flow_epochs")  # flow_epochs reaches a stream as its `epochs`
 
@@ -25,13 +25,16 @@ class FinetuneConfig:
     """``[finetune]`` of a config TOML. Defaults are the real-scale (CPR-Coach) recipe."""
 
     SECTION: ClassVar[str] = "finetune"
+    # one name per concept across stages; the old spellings still load, with a warning
+    RENAMED: ClassVar[dict[str, str]] = {"modality": "modalities", "schedule": "lr_schedule",
+                                         "threads": "num_threads"}
 
     manifest: str = "data/cpr_coach/manifest.csv"  # from [common]
     dataset: str = "cpr_coach"  # from [common]: names finetuned/<dataset>/
     finetune_dir: str = "finetuned"  # from [common]: <finetune_dir>/<dataset>/<backbone>-<modality>/
     seed: int = 0  # from [common]: init, epoch order and augmentation all follow from it
     backbone: BackboneName = "tsn_r50"  # CPR-CLIP extracts TSN R50 features
-    modality: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams, trained one after the other
+    modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams, trained one after the other
     segments: int = 8  # T per training clip: TSN's 8 (TSM must match extraction's T)
     short_side: int = 256  # mmaction2 Resize(-1, 256) before cropping, as extraction
     crop_size: int = 224  # ImageNet input size of the ResNet
@@ -43,7 +46,7 @@ class FinetuneConfig:
     lr: float = 0.00125  # mmaction2's 0.01 for batch 256, scaled linearly to batch 32
     momentum: float = 0.9  # mmaction2's TSN SGD
     weight_decay: float = 1e-4  # mmaction2's TSN SGD
-    schedule: Literal["cosine", "step", "constant"] = "cosine"  # per-iteration, see loop.lr_at
+    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"  # per-iteration, see loop.lr_at
     warmup_epochs: float = 0.0  # linear warm-up from 0.1 x lr; helps large batches from scratch
     milestones: tuple[int, ...] = (20, 40)  # step schedule: lr *= gamma at these epochs
     gamma: float = 0.1  # step schedule factor
@@ -67,33 +70,17 @@ class FinetuneConfig:
     cpu_amp: bool | Literal["auto"] = "auto"
     # torch CPU threads. auto: the usable CPUs less the decode workers (and other ranks) beside
     # the model, so they never fight for a core; 0 = torch's own default (one per core)
-    threads: int | Literal["auto"] = "auto"
+    num_threads: int | Literal["auto"] = "auto"
     val_every: int = 1  # validate every N epochs (and always after the last)
     # continue an interrupted run: auto = when its saved state has the same fingerprint,
     # true = always (a different config is an error), false = start over (pipeline/runs.py)
     resume: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
-        from extract.backbones import BACKBONES
-
         check_fields(self)
-        if not self.modality:
-            raise key_error(self, "modality", "empty; choose rgb, flow or rgb,flow")
-        takes = BACKBONES[self.backbone].modalities
-        for m in self.modality:
-            if m not in takes:
-                raise key_error(self, "modality", f"backbone {self.backbone} takes only "
-                                                  f"{', '.join(takes)}")
-        if len(set(self.modality)) != len(self.modality):
-            raise key_error(self, "modality", f"{','.join(self.modality)} names a stream twice")
         for key in ("segments", "crop_size", "short_side", "epochs", "batch_size", "val_every"):
             check_range(self, key, ge=1)
-        if self.crop_size > self.short_side:
-            raise key_error(self, "crop_size",
-                            f"{self.crop_size} is larger than short_side {self.short_side}")
-        fixed = BACKBONES[self.backbone].fixed_input
-        if fixed and self.crop_size != fixed:
-            raise key_error(self, "crop_size", f"backbone {self.backbone} needs crop_size {fixed}")
+        check_backbone_input(self)  # modalities and crop, as extract checks them
         if not self.scales or any(not 0 < s <= 1 for s in self.scales):
             raise key_error(self, "scales", f"{self.scales} must be non-empty, each in (0, 1]")
         check_range(self, "lr", gt=0)
@@ -105,16 +92,12 @@ class FinetuneConfig:
                                                  f"more than warmup_epochs {self.warmup_epochs}")
         if self.dropout is not None:
             check_range(self, "dropout", ge=0, lt=1)
-        if self.threads != "auto":
-            check_range(self, "threads", ge=0)
+        if self.num_threads != "auto":
+            check_range(self, "num_threads", ge=0)
         for key in ("cpu_amp", "resume"):
             if getattr(self, key) not in (True, False, "auto"):
                 raise key_error(self, key, f"{getattr(self, key)!r} is not true, false or auto")
         check_device(self)
-
-    def validate(self) -> None:
-        """Checked when built (``__post_init__``); kept for callers that ask again."""
-        self.__post_init__()
 
     def run_dir(self, modality: str) -> Path:
         """``<finetune_dir>/<dataset>/<backbone>-<modality>/``: one stream's folder."""
@@ -139,6 +122,6 @@ def stream_config(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
 
 
 def stream_order(cfg: FinetuneConfig) -> list[str]:
-    """The streams of ``cfg.modality`` in training order: RGB first, so ``flow_init = "rgb"``
+    """The streams of ``cfg.modalities`` in training order: RGB first, so ``flow_init = "rgb"``
     finds it."""
-    return sorted(cfg.modality, key=MODALITIES.index)
+    return sorted(cfg.modalities, key=MODALITIES.index)

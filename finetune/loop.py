@@ -58,11 +58,11 @@ def lr_at(cfg: FinetuneConfig, progress: float) -> float:
     base = cfg.lr
     if cfg.warmup_epochs > 0 and progress < cfg.warmup_epochs:
         return base * (0.1 + 0.9 * progress / cfg.warmup_epochs)
-    if cfg.schedule == "cosine":
+    if cfg.lr_schedule == "cosine":
         span = cfg.epochs - cfg.warmup_epochs
         done = min(max((progress - cfg.warmup_epochs) / span, 0.0), 1.0)
         return base * 0.5 * (1.0 + math.cos(math.pi * done))
-    if cfg.schedule == "step":
+    if cfg.lr_schedule == "step":
         return base * cfg.gamma ** sum(progress >= m for m in cfg.milestones)
     return base
 
@@ -91,14 +91,15 @@ class Runtime:
 
 def setup_runtime(cfg: FinetuneConfig) -> Runtime:
     """Threads, device, process group and precision for this call; logged once."""
-    if cfg.threads == 0:  # torch's own default, as before "auto" existed
+    if cfg.num_threads == 0:  # torch's own default, as before "auto" existed
         threads = torch.get_num_threads()
     else:
         # Beside this process run its decode workers and, under torchrun, the other ranks of
         # this machine with theirs.
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        threads = resolve_threads(cfg.threads, side_processes=local * cfg.workers + local - 1,
-                                  where="[finetune] threads")
+        threads = resolve_threads(cfg.num_threads,
+                                  side_processes=local * cfg.workers + local - 1,
+                                  where="[finetune] num_threads")
         torch.set_num_threads(threads)
     device = pick_device(cfg.device)
     dist_ = init_distributed(device)
@@ -472,7 +473,7 @@ def finetune_stream(cfg: FinetuneConfig, modality: str, records: list, manifest_
 
 
 def run_finetune(cfg: FinetuneConfig, stop_after_epoch: int | None = None) -> list[StreamResult]:
-    """Fine-tune every stream of ``cfg.modality`` (RGB first, so ``flow_init = "rgb"`` finds
+    """Fine-tune every stream of ``cfg.modalities`` (RGB first, so ``flow_init = "rgb"`` finds
     it). Works alone or under ``torchrun`` (DistributedDataParallel)."""
     import torch.distributed as dist
 

@@ -92,7 +92,7 @@ def init_source(cfg: FinetuneConfig, modality: str) -> tuple[Path | None, str]:
         p = finetuned_checkpoint_path(cfg.finetune_dir, cfg.dataset, cfg.backbone, "rgb")
         if not p.is_file():
             raise WeightsError(f"{p}: flow_init=rgb needs the finetuned RGB stream; run "
-                               "finetune with modality=rgb,flow (rgb is trained first)")
+                               "finetune with modalities=rgb,flow (rgb is trained first)")
         return p, sha256_file(p)
     value = (cfg.init_checkpoint or "none").strip()
     if value.lower() in ("none", ""):
@@ -149,12 +149,19 @@ def init_weights(model: nn.Module, path: Path, modality: str) -> str:
 # Identity
 
 
+# Keys renamed since fingerprints were first made keep their old names in the identity, so a
+# checkpoint made before the rename still counts as up to date.
+_IDENTITY_NAMES = {"lr_schedule": "schedule"}
+
+
 def run_identity(cfg: FinetuneConfig, modality: str, manifest_sha: str, init_sha: str,
                  cpu_amp: bool) -> dict[str, Any]:
-    """What determines a stream's weights: its config (with this one modality, less the
-    speed-only keys), the manifest and the initial weights. ``cpu_amp`` is the *resolved*
-    choice, so ``"auto"`` that picks bf16 names the same weights as ``true`` did."""
-    d = {k: v for k, v in to_dict(cfg).items() if k not in NOT_FINGERPRINTED}
+    """What determines a stream's weights: its config (with this one modality in place of
+    ``modalities``, less the speed-only keys), the manifest and the initial weights.
+    ``cpu_amp`` is the *resolved* choice, so ``"auto"`` that picks bf16 names the same
+    weights as ``true`` did."""
+    d = {_IDENTITY_NAMES.get(k, k): v for k, v in to_dict(cfg).items()
+         if k not in NOT_FINGERPRINTED and k != "modalities"}
     d["modality"] = modality
     d["cpu_amp"] = bool(cpu_amp)
     return {"config": d, "manifest_sha256": manifest_sha, "init_sha256": init_sha}

@@ -37,6 +37,11 @@ REQUIRED_ATTRS = ("schema_version", "backbone", "modality", "segments", "checkpo
 Modality = Literal["rgb", "flow"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
 FLOW_CLIP_LEN = 5  # flow frames per segment: 5 stacked (x, y) pairs = 10 channels, TSN's flow
+# take_id / participant of rows whose source does not say (features imported from the authors'
+# pickles, pipeline/authors_features.py); their view is UNKNOWN_VIEW. Views of one take cannot
+# be fused for such rows: see takes_known.
+UNKNOWN = "unknown"
+UNKNOWN_VIEW = 0
 
 
 def clip_len(modality: str) -> int:
@@ -254,13 +259,21 @@ class ShardWriter:
         self.flush()
 
 
+def _first_line(e: BaseException) -> str:
+    """h5py's messages run over several lines (a timestamp, the HDF5 error stack)."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
+
+
 def _read_file(path: Path, load_features: bool = True) -> FeatureSet:
+    if path.is_dir():
+        raise FeatureStoreError(f"{path}: is a folder, not a feature file")
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
         raise FeatureStoreError(f"{path}: feature file not found") from None
     except OSError as e:
-        raise FeatureStoreError(f"{path}: not a readable HDF5 file ({e})") from None
+        raise FeatureStoreError(f"{path}: not a readable HDF5 file ({_first_line(e)})") from None
     with f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         version = attrs.get("schema_version")
@@ -268,13 +281,19 @@ def _read_file(path: Path, load_features: bool = True) -> FeatureSet:
             raise FeatureStoreError(
                 f"{path}: schema_version {version!r}, this code reads {SCHEMA_VERSION}; "
                 "re-extract the features")
+        wanted = (*ROW_FIELDS, "view", "labels", "features")
+        missing = [k for k in wanted if not isinstance(f.get(k), h5py.Dataset)]
+        if missing:  # absent, or a group where the dataset belongs
+            raise FeatureStoreError(f"{path}: missing dataset(s) {', '.join(missing)}")
         try:
             cols = {k: f[k].asstr()[()] for k in ROW_FIELDS}
             view = f["view"][()]
-            labels = f["labels"][()]
+            labels = np.asarray(f["labels"][()])
             feats = f["features"][()] if load_features else np.zeros((len(view), 0, 0), np.float32)
-        except KeyError as e:
-            raise FeatureStoreError(f"{path}: missing dataset {e}") from None
+        except (TypeError, ValueError, OSError) as e:  # text where numbers belong, bad blocks
+            raise FeatureStoreError(f"{path}: a dataset cannot be read ({_first_line(e)})") from None
+        if labels.dtype.kind not in "biu":
+            raise FeatureStoreError(f"{path}: labels are {labels.dtype}, not 0/1 integers")
     cols = {k: np.asarray(v, dtype=object).astype(str) for k, v in cols.items()}
     return FeatureSet(path, cols["video_id"], cols["take_id"], view, cols["participant"],
                       cols["split"], labels, feats, attrs)
@@ -341,6 +360,40 @@ def consolidate(path: str | Path, attrs: dict[str, Any] | None = None) -> Path:
     return path
 
 
+def write_feature_set(path: str | Path, rows: FeatureSet, recipe: "FeatureRecipe") -> Path:
+    """Write all of ``rows`` as one complete file at ``path`` (atomic; replaces a file there).
+
+    For converters that hold every row in memory (pipeline/authors_features.py); extraction
+    uses :class:`ShardWriter` and :func:`consolidate`. The checks are those of
+    :meth:`ShardWriter.add` and :func:`read_features`; rows are stored sorted by video_id, as
+    :func:`consolidate` stores them.
+    """
+    path = Path(path)
+    n = len(rows.video_id)
+    feats = np.asarray(rows.features, dtype=np.float32)
+    if feats.ndim != 3 or feats.shape[0] != n:
+        raise FeatureStoreError(f"{path}: features shape {feats.shape} is not (N={n}, T, D)")
+    labels = np.asarray(rows.labels, dtype=np.uint8)
+    if labels.shape != (n, NUM_CLASSES):
+        raise FeatureStoreError(f"{path}: labels shape {labels.shape} is not ({n}, {NUM_CLASSES})")
+    if not np.isfinite(feats).all():
+        raise FeatureStoreError(f"{path}: features contain NaN or Inf")
+    if len(set(rows.video_id.tolist())) != n:
+        raise FeatureStoreError(f"{path}: duplicate video_id rows")
+    order = np.argsort(np.asarray(rows.video_id, dtype=str), kind="stable")
+    out = {k: np.asarray(getattr(rows, k))[order] for k in (*ROW_FIELDS, "view")}
+    out["labels"], out["features"] = labels[order], feats[order]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_rows(path, out, recipe.to_attrs())
+    return path
+
+
+def takes_known(take_id: np.ndarray) -> bool:
+    """Whether rows say which recording they belong to (no :data:`UNKNOWN` take), so that the
+    views of a take can be fused."""
+    return not bool(np.any(np.asarray(take_id) == UNKNOWN))
+
+
 def read_features(path: str | Path, expect: dict[str, Any] | None = None) -> FeatureSet:
     """Read a complete feature file, checking schema, shapes and finiteness.
 
@@ -360,6 +413,7 @@ def read_features(path: str | Path, expect: dict[str, Any] | None = None) -> Fea
         raise FeatureStoreError(f"{path}: {int(bad.sum())} row(s) have NaN/Inf features ({ids})")
     if len(set(fs.video_id.tolist())) != n:
         raise FeatureStoreError(f"{path}: duplicate video_id rows")
+    fs.recipe  # noqa: B018 - its provenance attributes are readable (raises naming the file)
     for k, want in (expect or {}).items():
         have = fs.dim if k == "dim" else fs.segments if k == "segments" else fs.attrs.get(k)
         if have != want:
@@ -379,6 +433,143 @@ def join(a: FeatureSet, b: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
 def file_attrs(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Following the manifest (docs/design.md: "a changed label or a removed row is never served from
+# an older feature file"). A row's features depend only on its video; its take, view,
+# participant, split and labels are the manifest's, which a user may correct after extraction.
+
+ROW_META = ("take_id", "view", "participant", "split", "labels")
+
+
+@dataclass
+class ManifestDiff:
+    """How a feature file's rows differ from a manifest, joined on video_id.
+
+    ``changed``: field -> [(video_id, stored value, manifest value)] for the fields of
+    :data:`ROW_META`; ``dropped``: video_ids stored but no longer in the manifest.
+    """
+
+    changed: dict[str, list[tuple[str, str, str]]]
+    dropped: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.dropped) or any(self.changed.values())
+
+    @property
+    def relabelled(self) -> int:
+        """Rows with any field changed."""
+        return len({vid for rows in self.changed.values() for vid, _, _ in rows})
+
+    def describe(self, show: int = 3) -> str:
+        """One line: what changed, with the first ``show`` video ids of each kind."""
+        parts = []
+        for k in ROW_META:
+            rows = self.changed.get(k, [])
+            if rows:
+                ex = ", ".join(f"{v}: {a} -> {b}" for v, a, b in rows[:show])
+                more = ", ..." if len(rows) > show else ""
+                parts.append(f"{k} of {len(rows)} video(s) changed ({ex}{more})")
+        if self.dropped:
+            more = ", ..." if len(self.dropped) > show else ""
+            parts.append(f"{len(self.dropped)} row(s) no longer in the manifest "
+                         f"({', '.join(self.dropped[:show])}{more})")
+        return "; ".join(parts) if parts else "rows match the manifest"
+
+
+def _labels_text(labels: np.ndarray) -> str:
+    """A multi-hot row as the manifest writes it: class ids joined by ';'."""
+    return ";".join(str(int(c)) for c in np.flatnonzero(labels))
+
+
+def _manifest_rows(records: Any) -> dict[str, dict[str, Any]]:
+    """video_id -> the row fields a feature file stores, from manifest records
+    (:class:`pipeline.manifest.VideoRecord`), or from a manifest path (parsed without checking
+    that the video files exist; a bad row raises ManifestError, as extract does)."""
+    if isinstance(records, (str, Path)):
+        from pipeline.manifest import load_manifest
+
+        records = load_manifest(records, check_files=False, allow_outside_root=True)
+    return {r.video_id: dict(take_id=str(r.take_id), view=int(r.view),
+                             participant=str(r.participant), split=str(r.split),
+                             labels=np.asarray(r.multi_hot, dtype=np.uint8))
+            for r in records}
+
+
+def manifest_diff(fs: FeatureSet, records: Any) -> ManifestDiff:
+    """How the rows of ``fs`` differ from manifest ``records`` (records or a manifest path)."""
+    return _diff(fs, _manifest_rows(records))
+
+
+def _diff(fs: FeatureSet, want: dict[str, dict[str, Any]]) -> ManifestDiff:
+    changed: dict[str, list[tuple[str, str, str]]] = {k: [] for k in ROW_META}
+    dropped: list[str] = []
+    for i, vid in enumerate(fs.video_id.tolist()):
+        m = want.get(vid)
+        if m is None:
+            dropped.append(vid)
+            continue
+        for k in ROW_META:
+            have = getattr(fs, k)[i]
+            if k == "labels":
+                if not np.array_equal(np.asarray(have, dtype=np.uint8), m[k]):
+                    changed[k].append((vid, _labels_text(have), _labels_text(m[k])))
+            elif str(have) != str(m[k]):
+                changed[k].append((vid, str(have), str(m[k])))
+    return ManifestDiff(changed, dropped)
+
+
+def _with_manifest(fs: FeatureSet, want: dict[str, dict[str, Any]]) -> FeatureSet:
+    """Rows of ``fs`` in ``want``, their metadata replaced by ``want``'s; features untouched."""
+    keep = np.array([v in want for v in fs.video_id.tolist()], dtype=bool)
+    out = fs.select(keep)
+    rows = [want[v] for v in out.video_id.tolist()]
+    n = len(rows)
+    out.take_id = np.asarray([r["take_id"] for r in rows], dtype=object).astype(str)
+    out.participant = np.asarray([r["participant"] for r in rows], dtype=object).astype(str)
+    out.split = np.asarray([r["split"] for r in rows], dtype=object).astype(str)
+    out.view = np.asarray([r["view"] for r in rows], dtype=fs.view.dtype if n else np.int16)
+    out.labels = (np.stack([r["labels"] for r in rows]).astype(np.uint8) if n
+                  else np.zeros((0, NUM_CLASSES), np.uint8))
+    return out
+
+
+def align_to_manifest(fs: FeatureSet, records: Any) -> FeatureSet:
+    """The rows of ``fs`` that manifest ``records`` lists (records, or a manifest path), with
+    take_id, view, participant, split and labels taken from the manifest (joined on video_id).
+
+    For readers (train, eval): a label corrected or a row removed in the manifest takes effect
+    without re-extracting, and the log says what differed from the file.
+    """
+    want = _manifest_rows(records)
+    diff = _diff(fs, want)
+    if diff:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: following the manifest: %s", fs.path,
+                                            diff.describe())
+    return _with_manifest(fs, want)
+
+
+def sync_to_manifest(path: str | Path, records: Any) -> ManifestDiff:
+    """Make the feature file at ``path`` follow manifest ``records``: rows of videos no longer in
+    the manifest are removed and the other rows' take_id, view, participant, split and labels
+    are set to the manifest's; features are never recomputed. The file is rewritten atomically
+    (attributes kept), and only when something differs. Returns what differed."""
+    path = Path(path)
+    fs = read_features(path)
+    want = _manifest_rows(records)
+    diff = _diff(fs, want)
+    if not diff:
+        return diff
+    out = _with_manifest(fs, want)
+    rows = {k: getattr(out, k) for k in (*ROW_FIELDS, "view", "labels", "features")}
+    if not len(out):  # keep the (0, T, D) shape of an emptied file
+        rows["features"] = np.zeros((0, *fs.features.shape[1:]), np.float32)
+    attrs = {k: v for k, v in fs.attrs.items() if k != "schema_version"}
+    _write_rows(path, rows, attrs)
+    return diff
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,4 +668,4 @@ def read_feature_recipe(path: str | Path) -> FeatureRecipe:
     except FileNotFoundError:
         raise FeatureStoreError(f"{path}: feature file not found") from None
     except OSError as e:
-        raise FeatureStoreError(f"{path}: not a readable HDF5 file ({e})") from None
+        raise FeatureStoreError(f"{path}: not a readable HDF5 file ({_first_line(e)})") from None

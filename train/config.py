@@ -55,10 +55,18 @@ class TrainConfig:
     batch_size: int = 64  # contrastive batches need several label sets per batch
     lr: float = 1e-3  # AdamW on a small head
     weight_decay: float = 1e-4
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    # Each switch below: "ours" is the default, "paper" what CPR-CLIP's code does (docs/train.md,
+    # configs/cpr_clip_paper.toml).
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # ours: adamw; paper: sgd
+    momentum: float = 0.9  # sgd only (paper: 0.9)
+    nesterov: bool = False  # sgd only (paper: true)
+    lr_schedule: Literal["cosine", "constant", "step"] = "cosine"  # ours: cosine; paper: step
+    lr_milestones: tuple[int, ...] = (20, 40)  # step: epochs at which lr is multiplied by lr_gamma (paper: 20, 40)
+    lr_gamma: float = 0.1  # step (paper: 0.1)
 
     # head
-    pooling: Literal["mean", "attention"] = "mean"  # over the T segments
+    # over the T segments; tconv/transformer see change over time (train/model.py POOLINGS)
+    pooling: Literal["mean", "attention", "tconv", "transformer"] = "mean"
     hidden_dim: int = 512
     dropout: float = 0.2  # few training clips: regularise the head
 
@@ -68,6 +76,9 @@ class TrainConfig:
     mix: Literal["segment", "mean"] = "segment"  # mix (T, D) segment by segment, or the segment means
     imagine_sizes: tuple[int, ...] = (2, 3, 4)  # errors per imagined sample; size drawn uniformly
     mix_alpha: float = 1.0  # Dirichlet concentration of the convex mixing weights (1 = uniform on the simplex)
+    # ours: "dirichlet" (the keys above); paper: half of the 78 error pairs and half of the 286
+    # triples each epoch, n0 = #Correct training clips each, w ~ U(0, 1) (train/data.py:imagine_paper)
+    imagine_scheme: Literal["dirichlet", "paper"] = "dirichlet"
 
     # text (models with clip=True)
     text_encoder: Literal["sentence_transformers", "open_clip", "test_hash"] = "open_clip"
@@ -83,6 +94,10 @@ class TrainConfig:
     loss_t2v: bool = True  # text -> video KL term
     clip_weight: float = 1.0
     bce_weight: float = 1.0
+    # KL targets. ours: "normalised" (1 where two samples share a label set, rows summing to 1);
+    # paper: "softmax" = softmax(clip_target_scale * GT), GT = 1 on the diagonal and on shared sets
+    clip_targets: Literal["normalised", "softmax"] = "normalised"
+    clip_target_scale: float = 10.0  # softmax targets only (paper: 10)
     logit_scale: float = 14.2857  # 1 / 0.07, CLIP's initial temperature
     learn_logit_scale: bool = True  # CLIP learns it; clamped at 100
 
@@ -128,6 +143,14 @@ class TrainConfig:
         if self.resume not in (True, False, "auto"):
             raise key_error(self, "resume", f"{self.resume!r} is not true, false or auto")
         check_range(self, "lr", gt=0)
+        check_range(self, "momentum", ge=0, lt=1)
+        check_range(self, "lr_gamma", gt=0, le=1)
+        check_range(self, "clip_target_scale", gt=0)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise key_error(self, "nesterov", "needs optimizer = \"sgd\" and momentum > 0")
+        ms = list(self.lr_milestones)
+        if any(m < 1 for m in ms) or ms != sorted(set(ms)):
+            raise key_error(self, "lr_milestones", f"must be increasing epochs >= 1, got {ms}")
         check_range(self, "keep_singles", ge=0, le=1)
         check_range(self, "dropout", ge=0, lt=1)  # 1 would drop every unit
         check_range(self, "mix_alpha", gt=0)  # a Dirichlet concentration

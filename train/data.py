@@ -12,6 +12,7 @@ data depends only on the seed and the epoch number: a resumed run sees the same 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from pipeline.features import FeatureStoreError, feature_path, join, read_features
 from pipeline.provenance import sha256_file
-from pipeline.taxonomy import NUM_CLASSES, is_valid_label_set
+from pipeline.taxonomy import CORRECT, ERROR_IDS, NUM_CLASSES, is_valid_label_set
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,59 @@ def imagine(features: np.ndarray, classes: np.ndarray, label_sets: list[tuple[in
     return out, set_ids
 
 
+# --- the authors' imagination (imagine_scheme = "paper") ----------------------------------------
+
+PAPER_SIZES = (2, 3)  # pairs and triples; CPR-CLIP's code imagines no quadruples
+
+
+def paper_label_sets() -> list[tuple[int, ...]]:
+    """Every pair and triple of the 13 errors, 78 + 286 sets, possible or not (CPR-CLIP's code
+    draws from all of them, two hand forms at once included)."""
+    return [c for n in PAPER_SIZES for c in itertools.combinations(ERROR_IDS, n)]
+
+
+def imagine_paper(features: np.ndarray, classes: np.ndarray,
+                  set_index: dict[tuple[int, ...], int], mix: str,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of imagined composites the way CPR-CLIP's code makes them.
+
+    features: (N, T, D) single-class clips; classes: (N,) their class ids. Half of the 78
+    pairs and half of the 286 triples of :func:`paper_label_sets` (drawn without replacement),
+    each with n0 samples, n0 = the number of Correct clips. Per combination its errors are put
+    in a random order (f1, f2[, f3]); per sample one random clip of each error and
+    w ~ U(0, 1): pairs ``w f1 + (1 - w) f2``, triples ``f1 w/2 + f2 (1 - w) + f3 w/2``. ``mix``
+    as in :func:`imagine` (``"mean"``: the segment means, repeated over T). Returns features
+    (182 n0, T, D) float32 and set indices into ``set_index``'s list.
+    """
+    if mix not in ("segment", "mean"):
+        raise ValueError(f"unknown mix {mix!r}; valid: segment, mean")
+    n0 = int((classes == CORRECT).sum())
+    if n0 == 0:
+        raise ValueError("imagine_scheme = paper draws n0 = the number of Correct training clips "
+                         "per combination, and there are none")
+    missing = [c for c in ERROR_IDS if not (classes == c).any()]
+    if missing:
+        raise ValueError(f"imagine_scheme = paper combines all 13 errors; classes {missing} "
+                         "have no training clip")
+    pools = {c: np.flatnonzero(classes == c) for c in ERROR_IDS}
+    x_all = features.mean(axis=1, keepdims=True) if mix == "mean" else features
+    sets = paper_label_sets()
+    out, sids = [], []
+    for size in PAPER_SIZES:
+        of_size = [s for s in sets if len(s) == size]
+        for j in rng.choice(len(of_size), size=len(of_size) // 2, replace=False):
+            order = rng.permutation(of_size[j])
+            f = [x_all[pools[int(c)][rng.integers(len(pools[int(c)]), size=n0)]] for c in order]
+            w = rng.random(n0).astype(np.float32)[:, None, None]
+            if size == 2:
+                x = w * f[0] + (1 - w) * f[1]
+            else:
+                x = f[0] * w / 2 + f[1] * (1 - w) + f[2] * w / 2
+            out.append(np.broadcast_to(x, (n0, *features.shape[1:])).astype(np.float32))
+            sids.append(np.full(n0, set_index[of_size[j]], dtype=np.int64))
+    return np.concatenate(out), np.concatenate(sids)
+
+
 @dataclass
 class EpochSamples:
     """One epoch's samples, already shuffled: features (B_all, T, D), labels (B_all, C) float32,
@@ -163,11 +217,16 @@ class EpochSamples:
 def epoch_samples(train: FeatureRows, label_sets: list[tuple[int, ...]],
                   set_index: dict[tuple[int, ...], int], *, seed: int, epoch: int,
                   imagine_n: int, keep_singles: float, by_size: dict[int, list[int]] | None,
-                  mix: str, alpha: float, num_combos: int) -> EpochSamples:
-    """Real singles (a ``keep_singles`` share) plus ``imagine_n`` imagined composites, shuffled.
+                  mix: str, alpha: float, num_combos: int,
+                  scheme: str = "dirichlet") -> EpochSamples:
+    """Real singles (a ``keep_singles`` share) plus imagined composites, shuffled:
+    ``imagine_n`` of them (``scheme = "dirichlet"``, :func:`imagine`), or CPR-CLIP's pairs and
+    triples (``"paper"``, :func:`imagine_paper`; ``label_sets`` must hold them).
 
     ``by_size=None`` (no imagination) keeps every real single.
     """
+    if scheme not in ("dirichlet", "paper"):
+        raise ValueError(f"unknown imagination scheme {scheme!r}; valid: dirichlet, paper")
     rng = np.random.default_rng([seed, epoch])
     classes = train.single_class()
     n = len(train)
@@ -177,7 +236,11 @@ def epoch_samples(train: FeatureRows, label_sets: list[tuple[int, ...]],
         keep = np.sort(rng.choice(n, size=int(round(keep_singles * n)), replace=False))
     feats = [train.features[keep]]
     sids = [np.array([set_index[(int(c),)] for c in classes[keep]], dtype=np.int64)]
-    if by_size is not None and imagine_n > 0:
+    if by_size is not None and scheme == "paper":
+        f, s = imagine_paper(train.features, classes, set_index, mix, rng)
+        feats.append(f)
+        sids.append(s)
+    elif by_size is not None and imagine_n > 0:
         f, s = imagine(train.features, classes, label_sets, by_size, imagine_n, mix, alpha, rng)
         feats.append(f)
         sids.append(s)

@@ -36,7 +36,8 @@ from pipeline.runtime import describe, pick_device, resolve_threads
 from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_hot, single_label_sets
 from train import checkpoint as ckpt
 from train.config import MODELS, ModelSpec, TrainConfig
-from train.data import EpochSamples, FeatureRows, epoch_samples, imaginable_sets, load_rows, split_rows
+from train.data import (EpochSamples, FeatureRows, epoch_samples, imaginable_sets, load_rows,
+                        paper_label_sets, split_rows)
 from train.losses import bce, contrastive_kl
 from train.model import HeadArgs, VideoHead
 from train.prompts import NUM_WORDINGS, check_kinds, prompt, eval_prompt, training_label_sets, wording_combos
@@ -120,6 +121,9 @@ def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     if len(val) == 0:
         log.warning("no 'val' rows in the feature files: validation is skipped")
     label_sets = training_label_sets(tuple(sorted(set(cfg.imagine_sizes))))
+    if cfg.imagine_scheme == "paper":  # CPR-CLIP's pairs and triples, impossible ones included
+        known = set(label_sets)
+        label_sets += [s for s in paper_label_sets() if s not in known]
     text = None
     if any(MODELS[m].clip for m in cfg.models):
         text = build_text_bank(cfg, label_sets, device)
@@ -140,7 +144,18 @@ def lr_at(cfg: TrainConfig, progress_frac: float) -> float:
     """Learning rate at a fraction of training done (pure: resume needs no scheduler state)."""
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress_frac))
+    if cfg.lr_schedule == "step":  # MultiStepLR stepped once per epoch: epoch e has lr * gamma^#{m <= e}
+        epoch = math.floor(progress_frac * cfg.epochs + 1e-9)
+        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
     return cfg.lr
+
+
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """``optimizer = "adamw"`` (ours) or ``"sgd"`` with ``momentum`` / ``nesterov`` (paper)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def head_args(cfg: TrainConfig, model_name: str, prep: Prepared) -> HeadArgs:
@@ -231,7 +246,8 @@ def run_epoch(model: VideoHead, opt: torch.optim.Optimizer, cfg: TrainConfig, sp
         if spec.clip:
             txt = text_for(sid, combo_all[sl].to(device))  # (B, E)
             lg = model.scale() * model.similarity(embs, txt)  # (B, B) video i vs prompt of j
-            lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v)
+            lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v, cfg.clip_targets,
+                                cfg.clip_target_scale)
             loss = loss + cfg.clip_weight * lc
             sums["loss_clip"] += lc.item()
         if spec.bce:
@@ -262,7 +278,7 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
     model.set_input_stats(prep.train.features)  # real training clips only (resume loads them too)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, params)
 
     # The run convention of pipeline/runs.py: resume rule, metrics.jsonl, tensorboard/.
     last_path = out / "last.safetensors"
@@ -322,7 +338,8 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch) only
             s = epoch_samples(prep.train, prep.label_sets, set_index, seed=cfg.seed, epoch=epoch,
                               imagine_n=cfg.imagine_per_epoch, keep_singles=cfg.keep_singles,
-                              by_size=by_size, mix=cfg.mix, alpha=cfg.mix_alpha, num_combos=num_combos)
+                              by_size=by_size, mix=cfg.mix, alpha=cfg.mix_alpha, num_combos=num_combos,
+                              scheme=cfg.imagine_scheme)
             text_for = (lambda sid, combo: bank[sid, combo]) if spec.clip else None  # cached lookup
             sums, steps = run_epoch(model, opt, cfg, spec, s, text_for, epoch, device)
             n = len(s.features)

@@ -15,6 +15,19 @@ def target_matrix(set_ids: torch.Tensor) -> torch.Tensor:
     return same / same.sum(dim=1, keepdim=True)
 
 
+def softmax_targets(set_ids: torch.Tensor, scale: float = 10.0,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B,) label-set ids -> (B, B) targets of CPR-CLIP's code: ``softmax(scale * GT)`` per row,
+    GT = 1 where two samples share a label set (the diagonal included), else 0.
+
+    Unlike :func:`target_matrix` every negative keeps a little mass, ``1 / (k e^scale + B - k)``
+    for a row with k positives (the diagonal counted): with scale 10, a row with one positive in
+    a batch of 32 puts about 4.5e-5 of its mass on each negative.
+    """
+    same = (set_ids[:, None] == set_ids[None, :]).to(dtype)
+    return torch.softmax(scale * same, dim=1)
+
+
 def kl_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of KL(targets_i || softmax(logits_i)); 0 * log 0 counts as 0."""
     logq = F.log_softmax(logits, dim=1)
@@ -22,20 +35,30 @@ def kl_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_kl(logits: torch.Tensor, set_ids: torch.Tensor, v2t: bool = True,
-                   t2v: bool = True) -> torch.Tensor:
+                   t2v: bool = True, targets: str = "normalised",
+                   target_scale: float = 10.0) -> torch.Tensor:
     """Multi-positive contrastive loss on (B, B) video-to-text logits.
 
-    video->text compares each row with the normalised target matrix; text->video does the
-    same on the transposed logits. The enabled directions are averaged.
+    video->text compares each row with the target matrix (``targets = "normalised"``:
+    :func:`target_matrix`; ``"softmax"``: :func:`softmax_targets` with ``target_scale``);
+    text->video does the same on the transposed logits. The enabled directions are averaged.
     """
     if not (v2t or t2v):
         raise ValueError("contrastive_kl: enable at least one of v2t, t2v")
-    targets = target_matrix(set_ids)
+    if targets == "normalised":
+        tm = target_matrix(set_ids)
+    elif targets == "softmax":
+        tm = softmax_targets(set_ids, target_scale, logits.dtype)
+    else:
+        raise ValueError(f"unknown KL targets {targets!r}; valid: normalised, softmax")
     terms = []
     if v2t:
-        terms.append(kl_rows(logits, targets))
+        terms.append(kl_rows(logits, tm))
     if t2v:
-        terms.append(kl_rows(logits.t(), targets.t()))
+        # text j against every video: its positives are the same samples, so its row of targets
+        # is row j of the same matrix (for "normalised" that is also tm.t(), bit for bit; the
+        # softmax targets are not symmetric, and CPR-CLIP uses them untransposed here too)
+        terms.append(kl_rows(logits.t(), tm))
     return torch.stack(terms).mean()
 
 

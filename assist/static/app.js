@@ -344,6 +344,7 @@ async function start() {
     limits = {max_files: info.max_files, max_upload_mb: info.max_upload_mb};
     $("max-files").textContent = String(info.max_files);
     $("max-size").textContent = info.max_upload_mb + " MB";
+    if (info.max_duration_s) $("max-length").textContent = info.max_duration_s + " seconds";
     $("model-info").textContent = "Model: " + info.run + " (" + info.model + ")";
     for (const v of [1, 2, 3, 4]) $("slot" + v).hidden = v > limits.max_files;
   } catch (err) {

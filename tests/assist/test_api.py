@@ -42,6 +42,12 @@ def test_health_and_openapi(stub_server):
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body
     assert {"413", "415"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    # No Swagger/ReDoc page: FastAPI's loads its script from a CDN, which the CSP forbids and an
+    # offline machine cannot reach (issue 16, item 9); the schema is served as JSON only.
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(page).status_code == 404, page
+    assert client.get("/openapi.json").headers["content-type"].startswith("application/json")
+    assert "/docs" not in schema["paths"]
 
 
 def test_page_and_static_files_are_local(stub_server):

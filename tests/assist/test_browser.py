@@ -133,3 +133,18 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
     if os.environ.get("CPRCLIP_DOCS_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["CPRCLIP_DOCS_SCREENSHOT"])
     assert list(Path(app.state.tmp_root).rglob("*")) == []
+
+
+def test_no_docs_page_only_the_schema(live_server):
+    """Issue 16, item 9: /docs loaded Swagger UI from a CDN against the page's CSP and could not
+    work offline; it is gone, and the OpenAPI schema is served as JSON."""
+    import urllib.error
+
+    base, _ = live_server
+    for page in ("/docs", "/redoc"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + page, timeout=10)
+        assert e.value.code == 404, page
+    with urllib.request.urlopen(base + "/openapi.json", timeout=10) as r:
+        schema = json.load(r)
+    assert "/predict" in schema["paths"] and "/docs" not in schema["paths"]

@@ -226,3 +226,70 @@ def test_cuda_extract_matches_cpu(tmp_path):
     assert b.attrs["precision"] == "bf16" and a.attrs["precision"] == "fp32"
     rel = np.linalg.norm(a.features - b.features) / np.linalg.norm(a.features)
     assert rel < 0.02  # bf16 autocast on the GPU vs fp32 on the CPU
+
+
+def _rewrite_manifest(path: Path, edit) -> None:
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    body = [r for r in (edit(list(r)) for r in rows[1:]) if r is not None]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(rows[0])
+        w.writerows(body)
+
+
+def test_features_follow_a_corrected_manifest_without_recomputing(tmp_path, capsys, monkeypatch):
+    """Issue 16, item 2: after extraction the user fixes a take's labels, moves a take to val and
+    removes a row. Before, a rerun said "all already done" and the file kept the old labels and
+    the removed row (and train reads only the file)."""
+    from extract import runner
+    from pipeline.features import align_to_manifest
+
+    m = make_dataset(tmp_path, takes=3, views=2)  # t0..t2 x views 1, 2; labels 0, 1, 2
+    assert extract(tmp_path, m, "modalities=rgb") == 0
+    path = feats_path(tmp_path, "rgb")
+    before = read_features(path)
+    old_manifest = tmp_path / "old.csv"
+    old_manifest.write_bytes(m.read_bytes())
+
+    def edit(r):
+        if r[0] == "t2_v2":
+            return None  # the row is removed
+        if r[2] == "t0":
+            r[6] = "5"  # the take's labels are corrected (both views)
+        if r[2] == "t1":
+            r[5] = "val"
+        return r
+
+    _rewrite_manifest(m, edit)
+    # Nothing may be recomputed: building the model would mean it is.
+    monkeypatch.setattr(runner, "FeatureModel", lambda *a, **k: pytest.fail("re-extracted"))
+    capsys.readouterr()
+    assert extract(tmp_path, m, "modalities=rgb") == 0
+    out, err = capsys.readouterr()
+    assert "0 extracted, 5 already done, 0 failed, 4 relabelled, 1 removed" in out, out
+    assert "labels of 2 video(s) changed (t0_v1: 0 -> 5, t0_v2: 0 -> 5)" in err, err
+    assert "split of 2 video(s) changed (t1_v1: train -> val, t1_v2: train -> val)" in err
+    assert "1 row(s) no longer in the manifest (t2_v2)" in err
+    after = read_features(path)
+    assert sorted(after.video_id) == ["t0_v1", "t0_v2", "t1_v1", "t1_v2", "t2_v1"]
+    by_id = {r.video_id: r for r in load_manifest(m)}
+    for i, vid in enumerate(after.video_id):
+        np.testing.assert_array_equal(after.labels[i], by_id[vid].multi_hot)
+        assert after.split[i] == by_id[vid].split
+        np.testing.assert_array_equal(after.features[i], before.features[before.index()[vid]])
+    assert file_attrs(path)["config_json"] == before.attrs["config_json"]
+    # In line now: a rerun leaves the file alone.
+    mtime = path.stat().st_mtime_ns
+    assert extract(tmp_path, m, "modalities=rgb") == 0
+    assert path.stat().st_mtime_ns == mtime
+    # A reader holding an older file gets the same rows from the manifest (for train / eval).
+    aligned = align_to_manifest(before, m)
+    assert sorted(aligned.video_id) == sorted(after.video_id)
+    order = [aligned.index()[v] for v in after.video_id]
+    np.testing.assert_array_equal(aligned.labels[order], after.labels)
+    np.testing.assert_array_equal(aligned.split[order], after.split)
+    # ... and the old manifest gives the old rows back, features untouched
+    again = align_to_manifest(before, old_manifest)
+    np.testing.assert_array_equal(again.labels, before.labels)
+    np.testing.assert_array_equal(again.features, before.features)

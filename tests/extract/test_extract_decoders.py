@@ -167,3 +167,91 @@ def test_decord_falls_back_to_pyav_on_its_planar_rgb_bug(tmp_path):
     frames = known_frames(6, 36, 48)
     path = write_video(tmp_path / "w48.mp4", frames)
     np.testing.assert_array_equal(read_frames(path, np.array([4, 1, 4]), "decord"), frames[[4, 1, 4]])
+
+
+# --- issue 16, items 11 and 15: AV1 under auto, and files with several video streams ---------
+
+def _encoders() -> str:
+    import subprocess
+
+    from pipeline.ffmpeg import ffmpeg_exe
+
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                          text=True).stdout
+
+
+def _av1_encoder() -> str | None:
+    text = _encoders()
+    return next((e for e in ("libaom-av1", "libsvtav1") if f" {e} " in text), None)
+
+
+def test_av1_falls_back_to_pyav_under_auto(tmp_path, caplog):
+    """decord 0.6's FFmpeg has no AV1 decoder ("cannot find video stream with wanted index:
+    -1"); auto (and an explicit decord) hand the file to PyAV, which reads it."""
+    import subprocess
+
+    from pipeline.ffmpeg import ffmpeg_exe
+
+    enc = _av1_encoder()
+    if enc is None:
+        pytest.skip("the project's ffmpeg has no AV1 encoder (libaom-av1 / libsvtav1)")
+    frames = known_frames(12, 48, 64)
+    path = tmp_path / "av1.mp4"
+    extra = (["-cpu-used", "8", "-crf", "4", "-b:v", "0"] if enc == "libaom-av1"
+             else ["-preset", "12", "-crf", "4"])  # near-lossless: the pictures must match
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt",
+                    "rgb24", "-s", "64x48", "-r", "25", "-i", "-", "-c:v", enc, *extra,
+                    "-pix_fmt", "yuv420p", str(path)], input=frames.tobytes(), check=True,
+                   capture_output=True)
+    assert decoders.probe(path).codec == "av1"
+    ref = read_frames(path, np.arange(12), "pyav")
+    # 4:2:0 blurs the random colour texture: compare 4x4 block means of the grey level
+    def blocks(x):
+        g = x.astype(np.float64).mean(-1)
+        return g.reshape(len(x), 12, 4, 16, 4).mean((2, 4))
+
+    assert np.abs(blocks(ref) - blocks(frames)).mean() < 8  # the right pictures, in order
+    for name in ("auto", "decord"):
+        with caplog.at_level("WARNING"):
+            got = read_frames(path, np.array([0, 7, 11]), name)
+        np.testing.assert_array_equal(got, ref[[0, 7, 11]])
+    assert "decord cannot decode its av1 video; using pyav" in caplog.text
+
+
+def _two_streams(tmp_path, default: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An mp4 with two lossless video streams of different content and size; ``default`` (0
+    or 1) is the one flagged default. Returns (path, frames of #0, frames of #1)."""
+    import subprocess
+
+    from pipeline.ffmpeg import ffmpeg_exe
+
+    a = write_video(tmp_path / "a.mp4", known_frames(10, 36, 64, seed=1))
+    b = write_video(tmp_path / "b.mp4", known_frames(10, 48, 64, seed=2))
+    path = tmp_path / f"two_default{default}.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(a), "-i", str(b),
+                    "-map", "0:v", "-map", "1:v", "-c", "copy",
+                    f"-disposition:v:{default}", "default",
+                    f"-disposition:v:{1 - default}", "0", str(path)], check=True)
+    return path, known_frames(10, 36, 64, seed=1), known_frames(10, 48, 64, seed=2)
+
+
+@pytest.mark.parametrize("default", [0, 1])
+@pytest.mark.parametrize("decoder", ["auto", *USABLE])
+def test_every_decoder_reads_the_default_stream_of_a_multi_stream_file(tmp_path, caplog,
+                                                                       decoder, default):
+    """Before: PyAV read stream #0 and decord stream #1 of the same file (its own rule); now
+    every decoder, and the flow stage, reads the stream flagged default, and the log says so."""
+    from extract.flow import gray_frames
+
+    decoders._probe_cached.cache_clear()
+    path, f0, f1 = _two_streams(tmp_path, default)
+    want = (f0, f1)[default]
+    info = decoders.probe(path)
+    assert (info.stream, info.video_streams) == (default, 2)
+    with caplog.at_level("WARNING"):
+        with open_video(path, decoder) as r:
+            assert r.size == (want.shape[2], want.shape[1]) and r.num_frames == 10
+            np.testing.assert_array_equal(r.get(np.array([9, 0, 4])), want[[9, 0, 4]])
+    assert f"2 video streams; reading stream #{default}" in caplog.text
+    grey = np.stack(list(gray_frames(path)))
+    assert grey.shape == (10, want.shape[1], want.shape[2])

@@ -149,3 +149,71 @@ TINY_EXTRACT = ["backbone=tsn_r18", "segments=4", "short_side=32", "crop_size=32
 
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text[-3000:]
+
+
+def one_error_line(err: str, *must: str) -> str:
+    """The stage's single ERROR line, which must contain each of ``must``; no traceback.
+
+    Log lines look like ``HH:MM:SS ERROR <module>: <message>`` (pipeline.log.setup_logging)."""
+    no_traceback(err)
+    lines = [ln for ln in err.splitlines() if " ERROR " in ln]
+    assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{err[-3000:]}"
+    for m in must:
+        assert m in lines[0], f"{m!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+# --- a tiny finished pipeline (extract + train), shared by the artifact fault suites ----------
+
+def TRAIN(cfg, *extra) -> list[str]:
+    """``cprclip train`` arguments: cpr_clip_plus, 2 epochs, hash text encoder, tiny head."""
+    return ["--config", str(cfg), "backbone=tsn_r18", "segments=4", "modalities=rgb",
+            "models=cpr_clip_plus", "epochs=2", "text_encoder=test_hash", "imagine_per_epoch=16",
+            "batch_size=16", "val_every=1", "hidden_dim=16", "device=cpu", *extra]
+
+
+def build_pipe(root: Path) -> dict:
+    """Tiny videos (14 classes x train/val, 3 composite test clips) -> `cprclip extract`
+    (tsn_r18, 32 px, 4 segments) -> `cprclip train`. Returns the paths."""
+    from pipeline.cli import main
+    from pipeline.taxonomy import NUM_CLASSES, composite_label_sets
+
+    rows = []
+    sets = composite_label_sets()
+    for k in range(NUM_CLASSES):
+        for split, part in (("train", "p1"), ("val", "p5")):
+            vid = f"{split}{k}"
+            good(root / "videos" / f"{vid}.mp4", seed=k * 2 + (split == "val"), n=10)
+            rows.append([vid, f"videos/{vid}.mp4", vid, 1, part, split, str(k), ""])
+    for j in range(3):
+        vid = f"test{j}"
+        good(root / "videos" / f"{vid}.mp4", seed=100 + j, n=10)
+        rows.append([vid, f"videos/{vid}.mp4", vid, 1, "p6", "test",
+                     ";".join(map(str, sets[j * 11])), ""])
+    m = write_manifest(root / "manifest.csv", rows)
+    cfg = write_config(root, m)
+    assert main(["extract", "--config", str(cfg), *TINY_EXTRACT, "modalities=rgb"]) == 0
+    assert main(["train", *TRAIN(cfg)]) == 0
+    return pipe_paths(root)
+
+
+def pipe_paths(root: Path) -> dict:
+    return {"root": root, "cfg": root / "fault.toml", "run": root / "runs" / "cpr_clip_plus",
+            "feats": root / "features" / "tiny" / "tsn_r18-rgb-4seg.h5",
+            "video": root / "videos" / "test0.mp4",
+            "text_cache": root / "runs" / ".text_cache"}  # train's default text_cache_dir
+
+
+def copy_pipe(pipe: dict, dst: Path) -> dict:
+    """A private copy of a built pipe (videos, features, run), so a test can break it."""
+    import json
+    import shutil
+
+    shutil.copytree(pipe["root"], dst, symlinks=True)
+    write_config(dst, dst / "manifest.csv")
+    rec_path = dst / "runs" / "cpr_clip_plus" / "config.json"
+    rec = json.loads(rec_path.read_text())
+    for v in rec.get("features", {}).values():
+        v["path"] = v["path"].replace(str(pipe["root"]), str(dst))
+    rec_path.write_text(json.dumps(rec))
+    return pipe_paths(dst)

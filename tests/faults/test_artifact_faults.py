@@ -3,16 +3,15 @@ configs end in one line naming the file or key and the problem."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from fault_media import TINY_EXTRACT, good, no_traceback, row, write_config, write_manifest
+from fault_media import (TINY_EXTRACT, TRAIN, copy_pipe, good, no_traceback, row, write_config,
+                         write_manifest)
 from pipeline.cli import main
-from pipeline.taxonomy import NUM_CLASSES, composite_label_sets
 
 MARKER_NAME = "UNPICKLED_MARKER"
 
@@ -35,50 +34,9 @@ def pickle_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    """Tiny videos -> `cprclip extract` (tsn_r18, 32 px, 4 segments) -> `cprclip train`
-    (cpr_clip_plus, 2 epochs, hash text encoder). Returns the paths."""
-    root = tmp_path_factory.mktemp("artifacts")
-    rows = []
-    sets = composite_label_sets()
-    for k in range(NUM_CLASSES):
-        for split, part in (("train", "p1"), ("val", "p5")):
-            vid = f"{split}{k}"
-            good(root / "videos" / f"{vid}.mp4", seed=k * 2 + (split == "val"), n=10)
-            rows.append([vid, f"videos/{vid}.mp4", vid, 1, part, split, str(k), ""])
-    for j in range(3):
-        vid = f"test{j}"
-        good(root / "videos" / f"{vid}.mp4", seed=100 + j, n=10)
-        rows.append([vid, f"videos/{vid}.mp4", vid, 1, "p6", "test",
-                     ";".join(map(str, sets[j * 11])), ""])
-    m = write_manifest(root / "manifest.csv", rows)
-    cfg = write_config(root, m)
-    assert main(["extract", "--config", str(cfg), *TINY_EXTRACT, "modalities=rgb"]) == 0
-    assert main(["train", *TRAIN(cfg)]) == 0
-    return {"root": root, "cfg": cfg, "run": root / "runs" / "cpr_clip_plus",
-            "feats": root / "features" / "tiny" / "tsn_r18-rgb-4seg.h5",
-            "video": root / "videos" / "test0.mp4"}
-
-
-def TRAIN(cfg, *extra):
-    return ["--config", str(cfg), "backbone=tsn_r18", "segments=4", "modalities=rgb",
-            "models=cpr_clip_plus", "epochs=2", "text_encoder=test_hash", "imagine_per_epoch=16",
-            "batch_size=16", "val_every=1", "hidden_dim=16", "device=cpu", *extra]
-
-
 def _copy(pipe, tmp_path) -> dict:
     """A private copy of the run and features, so a test can break them."""
-    root = tmp_path / "copy"
-    shutil.copytree(pipe["root"], root, symlinks=True)
-    cfg = write_config(root, root / "manifest.csv")
-    rec = json.loads((root / "runs" / "cpr_clip_plus" / "config.json").read_text())
-    for v in rec.get("features", {}).values():
-        v["path"] = v["path"].replace(str(pipe["root"]), str(root))
-    (root / "runs" / "cpr_clip_plus" / "config.json").write_text(json.dumps(rec))
-    return {"root": root, "cfg": cfg, "run": root / "runs" / "cpr_clip_plus",
-            "feats": root / "features" / "tiny" / "tsn_r18-rgb-4seg.h5",
-            "video": root / "videos" / "test0.mp4"}
+    return copy_pipe(pipe, tmp_path / "copy")
 
 
 def _rewrite_features(path: Path, fn) -> None:

@@ -178,10 +178,10 @@ def test_finetune_sigkill_then_resume(tmp_path, capfd):
 
     rng = np.random.default_rng(5)
     m = make_dataset(tmp_path / "data")
-    base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={m}", "modality=rgb",
+    base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={m}", "modalities=rgb",
             "backbone=tsn_r18", "segments=2", "short_side=48", "crop_size=32", "epochs=6",
             "flow_epochs=0", "batch_size=4", "lr=0.01", "warmup_epochs=0", "val_every=1",
-            "workers=0", "cache=none", "threads=1", "cpu_amp=false"]
+            "workers=0", "cache=none", "num_threads=1", "cpu_amp=false"]
     assert main([*base, f"finetune_dir={tmp_path / 'ref'}"]) == 0
     run = tmp_path / "killed" / "synthetic" / "tsn_r18-rgb"  # <finetune_dir>/<dataset>/
     k = int(rng.integers(1, 5))  # kill once epoch k's state is saved (seeded), mid-epoch k+1

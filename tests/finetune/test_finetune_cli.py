@@ -25,7 +25,7 @@ def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest
 
     runs = tmp_path / "finetuned"
     args = ["finetune", "--config", "configs/synthetic.toml", f"manifest={tiny_manifest}",
-            f"finetune_dir={runs}", "modality=rgb,flow", "flow_init=rgb", *TINY, "flow_epochs=1"]
+            f"finetune_dir={runs}", "modalities=rgb,flow", "flow_init=rgb", *TINY, "flow_epochs=1"]
     assert main(args) == 0
     for modality in ("rgb", "flow"):
         ckpt = _ckpt(runs, modality)
@@ -77,8 +77,8 @@ def test_cli_trains_both_streams_and_extract_loads_the_checkpoints(tiny_manifest
 def test_cli_reports_bad_config_and_missing_init(tiny_manifest, tmp_path):
     base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={tiny_manifest}",
             f"finetune_dir={tmp_path}", *TINY]
-    assert main(base + ["modality=depth"]) == 2
-    assert main(base + ["modality=rgb", f"init_checkpoint={tmp_path / 'nope.pth'}"]) == 2
+    assert main(base + ["modalities=depth"]) == 2
+    assert main(base + ["modalities=rgb", f"init_checkpoint={tmp_path / 'nope.pth'}"]) == 2
     assert not (tmp_path / "synthetic").exists()
 
 

@@ -70,20 +70,20 @@ def _cfg(**kw):
 
 
 def test_lr_schedules():
-    c = _cfg(schedule="cosine")
+    c = _cfg(lr_schedule="cosine")
     assert lr_at(c, 0) == pytest.approx(0.1)
     assert lr_at(c, 5) == pytest.approx(0.05)
     assert lr_at(c, 10) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(c, 2.5) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.25)))
-    w = _cfg(schedule="cosine", warmup_epochs=2)
+    w = _cfg(lr_schedule="cosine", warmup_epochs=2)
     assert lr_at(w, 0) == pytest.approx(0.01)
     assert lr_at(w, 1) == pytest.approx(0.055)
     assert lr_at(w, 2) == pytest.approx(0.1)
     assert lr_at(w, 6) == pytest.approx(0.05)
-    s = _cfg(schedule="step", milestones=(4, 8), gamma=0.1)
+    s = _cfg(lr_schedule="step", milestones=(4, 8), gamma=0.1)
     assert [lr_at(s, e) for e in (0, 3.9, 4, 7.5, 8, 9.9)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    assert lr_at(_cfg(schedule="constant"), 7.3) == pytest.approx(0.1)
+    assert lr_at(_cfg(lr_schedule="constant"), 7.3) == pytest.approx(0.1)
 
 
 def test_multiscale_crop_box_matches_mmaction_candidates():
@@ -130,15 +130,16 @@ def test_flip_inverts_flow_x_only():
 def test_config_rejects_bad_values():
     from pipeline.config import ConfigError
 
-    with pytest.raises(ConfigError, match="modality"):
-        _cfg(modality=("depth",)).validate()
-    with pytest.raises(ConfigError, match="schedule"):
-        _cfg(schedule="poly").validate()
+    # checked when built, also when built in code (__post_init__)
+    with pytest.raises(ConfigError, match="modalities"):
+        _cfg(modalities=("depth",))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        _cfg(lr_schedule="poly")
     with pytest.raises(ConfigError, match="crop_size"):
-        _cfg(crop_size=300, short_side=256).validate()
+        _cfg(crop_size=300, short_side=256)
     with pytest.raises(ConfigError, match="flow_epochs"):
-        _cfg(flow_epochs=-1).validate()
-    _cfg().validate()
+        _cfg(flow_epochs=-1)
+    _cfg()
 
 
 def test_flow_epochs_reach_only_the_flow_stream():
@@ -165,7 +166,7 @@ def test_shipped_configs_load(path):
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_stage_config(FinetuneConfig, "finetune", root / path)
-    cfg.validate()
+    assert cfg.modalities == ("rgb", "flow") and cfg.cpu_amp == "auto"
 
 
 def test_cpu_amp_auto_names_the_weights_of_its_resolved_value():
@@ -187,10 +188,13 @@ def test_machine_keys_take_auto_and_explicit_values():
     def load(*ov):
         return load_stage_config(FinetuneConfig, "finetune", None, ["backbone=tsn_r18", *ov])
 
-    assert (load().cpu_amp, load().threads, load().resume) == ("auto", "auto", "auto")
+    assert (load().cpu_amp, load().num_threads, load().resume) == ("auto", "auto", "auto")
     assert load("cpu_amp=false").cpu_amp is False and load("cpu_amp=true").cpu_amp is True
-    assert load("threads=3").threads == 3 and load("threads=0").threads == 0
+    assert load("num_threads=3").num_threads == 3 and load("num_threads=0").num_threads == 0
+    # the old spellings still load (with a warning naming the new key)
+    old = load("threads=2", "modality=rgb", "schedule=step")
+    assert (old.num_threads, old.modalities, old.lr_schedule) == (2, ("rgb",), "step")
     assert load("resume=false").resume is False
-    for bad in ("cpu_amp=sometimes", "threads=-1", "threads=many", "resume=maybe"):
+    for bad in ("cpu_amp=sometimes", "num_threads=-1", "num_threads=many", "resume=maybe"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load(bad)

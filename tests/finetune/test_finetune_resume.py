@@ -14,7 +14,7 @@ from finetune.loop import run_finetune
 
 
 def _cfg(manifest, runs, **kw):
-    base = dict(manifest=str(manifest), finetune_dir=str(runs), backbone="tsn_r18", modality=("rgb",),
+    base = dict(manifest=str(manifest), finetune_dir=str(runs), backbone="tsn_r18", modalities=("rgb",),
                 segments=4, short_side=48, crop_size=32, epochs=3, batch_size=4, lr=0.02,
                 workers=0)
     base.update(kw)
@@ -77,7 +77,7 @@ def test_disk_cache_gives_the_same_clips_as_direct_decoding(tiny_manifest, tmp_p
 
     recs = single_class_records(load_manifest(tiny_manifest), "train")[:3]
     for modality in ("rgb", "flow"):
-        cfg = _cfg(tiny_manifest, tmp_path, modality=(modality,))
+        cfg = _cfg(tiny_manifest, tmp_path, modalities=(modality,))
         for train in (True, False):
             direct = ClipDataset(recs, cfg, modality, train, FrameSource(modality, 48, "decord", None))
             cached = ClipDataset(recs, cfg, modality, train,
