@@ -273,8 +273,8 @@ def load_operating_point(run_dir: Path, head: str, cfg: PredictConfig,
         except ThresholdsError as e:
             warnings.append(f"{e}; no check for unsuitable video")
         if ood is None and not any("unsuitable" in w for w in warnings):
-            warnings.append(f"{p} has no check for unsuitable video (made by an older "
-                            "'cprclip eval'; run it again)")
+            warnings.append(f"{p} has no check for unsuitable video ('cprclip eval' found no "
+                            "training videos to compare with, or is older than the check)")
     if cfg.threshold_source == "val" and record is not None:
         try:
             op = operating_point_from(record, head, p)

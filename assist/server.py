@@ -400,6 +400,7 @@ class JobStore:
         timer = threading.Timer(self.timeout_s, self._expire, (job,))
         timer.daemon = True
         timer.start()
+        outcome: tuple[str, int, dict | None, str | None] | None = None
         try:
             with time_limit(self.timeout_s, "job_timeout_s"):
                 result = self.analyser.analyse(videos, job.views, progress)
@@ -408,20 +409,26 @@ class JobStore:
             for e in result.get("errors", []):  # plain words for the page
                 if isinstance(e.get("id"), int) and 0 <= e["id"] < len(PLAIN):
                     e.setdefault("description", PLAIN[e["id"]])
-            self._finish(job, "done", 200, result=result)
+            outcome = ("done", 200, result, None)
         except Exception as e:  # noqa: BLE001 - one failed take must not stop the server
             if time.monotonic() > deadline:  # whatever broke, the clock stopped it
-                self._expire(job)
+                outcome = ("failed", 504, None, self._timeout_message())
             elif isinstance(e, InputProblem):
-                if self._finish(job, "failed", e.status, error=_scrub(str(e), job)):
-                    log.warning("job %s: %s", job.id, job.error)
+                outcome = ("failed", e.status, None, _scrub(str(e), job))
+                log.warning("job %s: %s", job.id, outcome[3])
             else:
                 log.exception("job %s failed", job.id)
-                self._finish(job, "failed", 500,
-                             error="The analysis failed: " + _scrub(first_line(e), job))
+                outcome = ("failed", 500, None,
+                           "The analysis failed: " + _scrub(first_line(e), job))
         finally:
             timer.cancel()
+            # the uploads go before the answer does: a client told "done" finds nothing left
             shutil.rmtree(job.workdir, ignore_errors=True)
+            if outcome is None:  # an exception that is not an Exception (the thread ends)
+                outcome = ("failed", 500, None, "The analysis was interrupted.")
+            status, code, result, error = outcome
+            if self._finish(job, status, code, result=result, error=error) and code == 504:
+                log.warning("job %s: stopped after job_timeout_s = %g s", job.id, self.timeout_s)
             with self.lock:
                 self._evict()
 

@@ -24,7 +24,7 @@ not run: 0.5 on BCE probabilities, or the z-score rule for similarities).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,6 @@ class Decision:
     margins: np.ndarray
     probabilities: np.ndarray | None
     reason: str = ""
-    notes: list[str] = field(default_factory=list)
 
     def predicted_set(self) -> np.ndarray:
         """(C,) 0/1: the errors the user is told about."""

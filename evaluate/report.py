@@ -82,6 +82,8 @@ class Entry:
     provenance: dict | None = None
     ood: dict | None = None
     unit_ratio: np.ndarray | None = None
+    # {take id: (T, h, w, 3) uint8} frames of the example takes (evaluate.runner fills them)
+    example_frames: dict[str, np.ndarray] | None = None
 
     @property
     def label(self) -> str:
@@ -347,6 +349,16 @@ def summary_lines(entries: list[Entry]) -> list[str]:
         out.append(f"It finds well (recall ≥ 60 %, precision ≥ 50 %): {_names(good)}. "
                    f"It mostly misses (found in fewer than 1 in 3 {what} that have it): "
                    f"{_names(missed)}.")
+        weakest = sorted(have, key=lambda c: pc["recall"][c])[:3]
+        wrong = {c: pc["predicted"][c] - round(pc["precision"][c] * pc["predicted"][c])
+                 for c in range(1, len(CLASSES))}
+        alarms = [c for c in sorted(wrong, key=lambda c: -wrong[c]) if wrong[c] > 0][:3]
+        if weakest:
+            out.append("Least often found: " + ", ".join(
+                f"{CLASSES[c]} ({_pct(pc['recall'][c])}%)" for c in weakest) + ". "
+                + ("Most false alarms: " + ", ".join(
+                    f"{CLASSES[c]} ({wrong[c]} of {pc['predicted'][c]} reports wrong)"
+                    for c in alarms) + "." if alarms else "No false alarms."))
     v = d.get("verdicts") or {}
     if v:
         out.append(f"Verdicts: errors listed for {v.get('errors', 0)}, 'not sure' for "
@@ -364,27 +376,42 @@ def summary_lines(entries: list[Entry]) -> list[str]:
     return out
 
 
-def example_rows(entry: Entry, per_kind: int = 2) -> tuple[list[str], list[list[str]]]:
-    """A few test takes: hits (exact set), misses (a real error not told) and false alarms
-    (an error told that is not there), with what the assistant said."""
-    header = ["kind", "take", "true errors", "assistant said", "verdict"]
+EXAMPLE_KINDS = ("hit", "miss", "false alarm")
+
+
+def pick_examples(entry: Entry, per_kind: int = 2) -> list[tuple[str, int]]:
+    """``(kind, unit index)`` of a few test takes: hits (the exact set told), misses (a real
+    error not told; most missed first) and false alarms (an error told that is not there)."""
     if entry.unit_ids is None or entry.verdicts is None:
-        return header, []
+        return []
     true, pred = np.asarray(entry.true).astype(bool), np.asarray(entry.pred).astype(bool)
+    missed = (true[:, 1:] & ~pred[:, 1:]).sum(axis=1)
+    extra = (pred[:, 1:] & ~true[:, 1:]).sum(axis=1)
     kinds = {
         "hit": [i for i in range(len(true)) if (true[i, 1:] == pred[i, 1:]).all()],
-        "miss": sorted((i for i in range(len(true)) if (true[i, 1:] & ~pred[i, 1:]).any()),
-                       key=lambda i: -int((true[i, 1:] & ~pred[i, 1:]).sum())),
-        "false alarm": sorted((i for i in range(len(true)) if (pred[i, 1:] & ~true[i, 1:]).any()),
-                              key=lambda i: -int((pred[i, 1:] & ~true[i, 1:]).sum())),
+        "miss": sorted(np.flatnonzero(missed > 0).tolist(), key=lambda i: -missed[i]),
+        "false alarm": sorted(np.flatnonzero(extra > 0).tolist(), key=lambda i: -extra[i]),
     }
+    out: list[tuple[str, int]] = []
+    for kind in EXAMPLE_KINDS:
+        out += [(kind, int(i)) for i in kinds[kind][:per_kind]]
+    return out
+
+
+def _example_text(entry: Entry, i: int) -> tuple[str, str, str]:
+    """(true errors, errors told, verdict) of unit ``i`` in words."""
+    true, pred = np.asarray(entry.true), np.asarray(entry.pred)
+    return (", ".join(CLASSES[c] for c in np.flatnonzero(true[i]) if c) or "none",
+            ", ".join(CLASSES[c] for c in np.flatnonzero(pred[i]) if c) or "no error",
+            entry.verdicts[i].replace("_", " "))
+
+
+def example_rows(entry: Entry, per_kind: int = 2) -> tuple[list[str], list[list[str]]]:
+    """The example takes of :func:`pick_examples` with what the assistant said."""
+    header = ["kind", "take", "true errors", "assistant said", "verdict"]
     rows = []
-    for kind, idx in kinds.items():
-        for i in idx[:per_kind]:
-            said = [CLASSES[c] for c in np.flatnonzero(pred[i]) if c]
-            rows.append([kind, str(entry.unit_ids[i]),
-                         ", ".join(CLASSES[c] for c in np.flatnonzero(true[i]) if c) or "none",
-                         ", ".join(said) or "no error", entry.verdicts[i].replace("_", " ")])
+    for kind, i in pick_examples(entry, per_kind):
+        rows.append([kind, str(entry.unit_ids[i]), *_example_text(entry, i)])
     return header, rows
 
 
@@ -581,6 +608,33 @@ def plot_reliability(entry: Entry, out: Path) -> Path:
     return out
 
 
+def plot_examples(entry: Entry, out: Path) -> Path | None:
+    """One row per example take that has frames: its sampled frames (one view), with what is
+    true and what the assistant told above them. None when no example has frames."""
+    frames = entry.example_frames or {}
+    picks = [(k, i) for k, i in pick_examples(entry) if str(entry.unit_ids[i]) in frames]
+    if not picks:
+        return None
+    plt = _plt()
+    t = max(len(frames[str(entry.unit_ids[i])]) for _, i in picks)
+    h, w = frames[str(entry.unit_ids[picks[0][1]])].shape[1:3]
+    # each row: t frames of 2.2 in wide at their own aspect, plus three lines of caption
+    fig, axes = plt.subplots(len(picks), t, squeeze=False,
+                             figsize=(2.2 * t, len(picks) * (2.2 * h / w + 0.75)),
+                             gridspec_kw={"wspace": 0.03})
+    for row, (kind, i) in enumerate(picks):
+        take = str(entry.unit_ids[i])
+        true, told, verdict = _example_text(entry, i)
+        for j, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if j < len(frames[take]):
+                ax.imshow(frames[take][j])
+        axes[row, 0].set_title(f"{kind}: {take} ({verdict})\ntrue: {true}\ntold: {told}",
+                               loc="left", fontsize=9)
+    save_figure_png(fig, out, bbox_inches="tight")
+    return out
+
+
 def plot_map_by_errors(entries: list[Entry], out: Path) -> Path:
     """Grouped bars: test mAP (per video) for clips with 2, 3 and 4 errors."""
     plt = _plt()
@@ -637,7 +691,8 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
     out.mkdir(parents=True, exist_ok=True)
     # Plots of runs that are gone must not linger; only names this module writes are removed.
     for pattern in ("per_class_ap.png", "map_by_errors.png", "pr_curves.png",
-                    "pr_per_class-*.png", "cooccurrence-*.png", "reliability-*.png"):
+                    "pr_per_class-*.png", "cooccurrence-*.png", "reliability-*.png",
+                    "examples-*.png"):
         for old in out.glob(pattern):
             old.unlink()
     best = best_entry(entries)
@@ -649,6 +704,9 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
     pngs["cooccurrence"] = plot_cooccurrence(best, out / f"cooccurrence-{best.slug}.png")
     if (best.metrics.get("calibration") or {}).get("test"):
         pngs["reliability"] = plot_reliability(best, out / f"reliability-{best.slug}.png")
+    shown = plot_examples(best, out / f"examples-{best.slug}.png")
+    if shown is not None:
+        pngs["examples"] = shown
 
     first = entries[0].metrics
     skipped = _get(first, ("test", "video", "map", "skipped")) or []
@@ -673,7 +731,9 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
         f"Rules compared on val only: {_get(best.metrics, ('rules', 'compared_on')) or '–'}; "
         f"calibration and F1 marks fitted on {_get(best.metrics, ('rules', 'fitted_on')) or '–'}. "
         "The composites are imagined from the val singles with the training stage's imagination "
-        "(train.data.imagine). The rule with the best micro F1 is kept (threshold_rule = auto).")
+        "(train.data.imagine). With threshold_rule = auto the first rule (in this order) within "
+        "0.01 of the best micro F1 is kept: one mark for every error reads most plainly, and "
+        "smaller val differences are noise.")
     notes = list(notes or [])
     by_warning: dict[str, list[str]] = {}
     for e in entries:
@@ -722,6 +782,9 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
         sections.append((f"Example takes: {best.label}", "table", examples,
                          "hit: the exact set told; miss: a real error not told; false alarm: "
                          "an error told that is not there."))
+    if "examples" in pngs:
+        sections.append(("Example takes: the frames the model saw (first view)", "img",
+                         "examples", ""))
     by_view = _view_table(entries)
     if by_view:
         sections.append(("mAP per camera view (test, per video)", "table", by_view, ""))

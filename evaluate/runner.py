@@ -39,22 +39,23 @@ from evaluate import metrics as M
 from evaluate.calibration import PROBABILITY_HEADS
 from evaluate.decide import (OOD_FILE, THRESHOLDS_FILE, THRESHOLDS_VERSION, VERDICTS,
                              SYNTHETIC_NOTE, OperatingPoint, decide_many, synthetic_sources,
-                             zscore_predictions)
+                             zscore_predictions)  # noqa: F401 - zscore_predictions: re-exported
 from evaluate.operating import Units, choose_operating_point, fallback_point, imagined_takes
-from evaluate.report import Entry, comparison_rows, decision_rows, text_table, write_report
+from evaluate.report import (Entry, best_entry, comparison_rows, decision_rows, pick_examples,
+                             text_table, write_report)
 from pipeline.atomic import write_atomic
 from pipeline.config import check_fields, check_range, to_dict
 from pipeline.features import (FeatureRecipe, FeatureSet, is_random_init, join, read_features,
                                takes_known)
 from pipeline.provenance import code_version, sha256_file
-from pipeline.taxonomy import CLASSES, NUM_CLASSES
+from pipeline.taxonomy import CLASSES
 
 log = logging.getLogger(__name__)
 
 # Choice fields of [eval]; the first two name the rows of evaluate.metrics'
 # NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/pipeline/test_config.py keeps them in step).
 NoPositivePolicy = Literal["skip", "zero"]
-ThresholdRule = Literal["auto", "val_f1", "imagined_f1", "calibrated_half"]
+ThresholdRule = Literal["auto", "calibrated_global", "imagined_f1", "calibrated_half", "val_f1"]
 CalibrationMethod = Literal["platt", "isotonic"]
 DecisionFusion = Literal["mean", "max", "none"]
 DECISION_FUSIONS: tuple[str, ...] = get_args(DecisionFusion)
@@ -228,6 +229,31 @@ def _fuse(scores, labels, take_id, how: str):
     return s, y
 
 
+def _checked_units(scores, labels, take_id, how: str, bad: np.ndarray | None):
+    """:func:`_units` after the input check, as the assistant fuses
+    (:func:`evaluate.decide.fuse_checked_views`): the views that failed it are left out of
+    their take's fusion unless all of them did. Returns (scores, labels, ids, unsuitable (K,)
+    bool or None)."""
+    if bad is None:
+        return (*_units(scores, labels, take_id, how), None)
+    if how == "none":
+        return (*_units(scores, labels, take_id, how), np.asarray(bad, dtype=bool))
+    take_id = np.asarray(take_id)
+    _, inv = np.unique(take_id, return_inverse=True)
+    all_bad = np.bincount(inv, weights=~bad, minlength=inv.max() + 1) == 0
+    use = ~bad | all_bad[inv]  # every take keeps a view, so the takes and their order stay
+    s, y, ids = _units(scores[use], labels[use], take_id[use], how)
+    return s, y, ids, all_bad
+
+
+def _unit_count(flags: np.ndarray, take_id: np.ndarray, how: str) -> np.ndarray:
+    """(K,) how many of each unit's videos are flagged."""
+    if how == "none":
+        return np.asarray(flags, dtype=np.int64)
+    _, inv = np.unique(np.asarray(take_id), return_inverse=True)
+    return np.bincount(inv, weights=flags, minlength=inv.max() + 1).astype(np.int64)
+
+
 def _unit_max(values: np.ndarray, take_id: np.ndarray, how: str) -> np.ndarray:
     """(K,) the largest per-video value of each unit, in the units' order (sorted take ids)."""
     if how == "none":
@@ -304,13 +330,14 @@ def evaluate_head(head: str, test: dict[str, np.ndarray], val: dict[str, np.ndar
         n_val = 0
     # decisions on test, by the assistant's own function
     unit = "video" if how == "none" else f"take_{how}"
-    ds, dy, ids = _units(s, y, test["take_id"], how)
-    unit_ratio = flags = None
-    if test_ratio is not None and ood_slack is not None:
-        unit_ratio = _unit_max(test_ratio, test["take_id"], how)
-        flags = unit_ratio > ood_slack
+    vbad = None if test_ratio is None or ood_slack is None else np.asarray(test_ratio) > ood_slack
+    ds, dy, ids, flags = _checked_units(s, y, test["take_id"], how, vbad)
+    unit_ratio = None if vbad is None else _unit_max(test_ratio, test["take_id"], how)
     pred, verdicts = decide_many(ds, op, flags)
     figures = rule_figures_on(pred, verdicts, dy)
+    # views that failed the input check inside takes that kept other views
+    figures["views_left_out"] = 0 if vbad is None or flags is None else int(
+        vbad.sum() - (_unit_count(vbad, test["take_id"], how)[flags]).sum())
     per = M.per_class_prf(pred, dy)
     ap = M.average_precision(ds, dy)
     res["decisions"] = {
@@ -540,6 +567,11 @@ def _provenance(run, run_dir: Path, ckpt_sha: str | None, recipes: dict[str, Fea
         "seed": (run.config or {}).get("seed"),
         "text_encoder": str(getattr(run, "text_encoder", "") or ""),
         "checkpoint_sha256": ckpt_sha or "",
+        # where the videos are: the example takes of the report show their frames
+        "manifest": next((str(r.config.get("manifest", "")) for r in recipes.values()
+                          if r.config.get("manifest")), ""),
+        "decoder": next((str(r.config.get("decoder", "")) for r in recipes.values()
+                         if r.config.get("decoder")), "auto"),
     }
 
 
@@ -574,9 +606,49 @@ def run_eval(cfg: EvalConfig, command: str = "") -> tuple[list[Entry], list[str]
     entries.sort(key=lambda e: (MODEL_ORDER.index(e.model) if e.model in MODEL_ORDER
                                 else len(MODEL_ORDER), e.run, HEAD_ORDER.get(e.head, 9)))
     if entries:
+        best = best_entry(entries)
+        best.example_frames = example_frames(best)
         write_report(entries, cfg.report_dir, notes=[f"run failed: {e}" for e in errors],
                      command=command)
     return entries, errors
+
+
+def example_frames(entry: Entry, segments: int = 4, height: int = 96
+                   ) -> dict[str, np.ndarray] | None:
+    """{take id: (segments, h, w, 3) uint8}: frames at the segment centres of the first view of
+    each example take (:func:`evaluate.report.pick_examples`), read through the manifest the
+    features were made from. None when that manifest is not here; a video that cannot be read
+    is left out with a warning (the report then shows the table only)."""
+    from extract.decoders import open_video, read_frames
+    from extract.sampling import segment_indices
+    from pipeline.manifest import ManifestError, parse_manifest
+
+    manifest = (entry.provenance or {}).get("manifest")
+    if not manifest or not Path(manifest).is_file():
+        return None
+    try:
+        records, _ = parse_manifest(manifest, check_files=False, use_flow_index=False)
+    except (ManifestError, OSError) as e:
+        log.warning("example frames: %s", e)
+        return None
+    first: dict[str, Any] = {}
+    for r in sorted(records, key=lambda r: r.view):
+        first.setdefault(str(r.take_id), r)
+    decoder = (entry.provenance or {}).get("decoder") or "auto"
+    out = {}
+    for _, i in pick_examples(entry):
+        take = str(entry.unit_ids[i])
+        rec = first.get(take)
+        if rec is None or take in out:
+            continue
+        try:
+            with open_video(rec.path, decoder) as v:
+                n = v.num_frames
+            idx = segment_indices(n, segments, 1).reshape(-1)
+            out[take] = read_frames(rec.path, idx, decoder, resize_short=height)
+        except Exception as e:  # noqa: BLE001 - a missing picture must not stop the report
+            log.warning("example frames of %s: %s", take, e)
+    return out
 
 
 def format_tables(entries: list[Entry]) -> str:

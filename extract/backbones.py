@@ -210,6 +210,24 @@ def check_modality(spec: BackboneSpec, modality: str) -> None:
                          f"it takes: {', '.join(spec.modalities)}")
 
 
+def backbone_for(cfg: Any, modality: str) -> str:
+    """The backbone of one stream: ``flow_backbone`` for flow when a config sets it, else
+    ``backbone`` (extract, finetune and train configs all have both keys)."""
+    if modality == "flow" and getattr(cfg, "flow_backbone", ""):
+        return cfg.flow_backbone
+    return cfg.backbone
+
+
+def stream_view(cfg: Any, modality: str) -> Any:
+    """``cfg`` as one stream sees it: its own backbone in ``backbone``, ``flow_backbone`` cleared,
+    only this modality. Feature files, checkpoints and their recorded configs then describe the
+    stream that made them."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), flow_backbone="",
+                               modalities=(modality,))
+
+
 def check_backbone_input(cfg: Any) -> None:
     """The checks every stage config that feeds ``cfg.backbone`` shares (extract, finetune):
     ``modalities`` non-empty, each a stream the backbone takes, none twice; ``crop_size`` at
@@ -221,9 +239,11 @@ def check_backbone_input(cfg: Any) -> None:
     if not cfg.modalities:
         raise key_error(cfg, "modalities", f"empty; choose from {', '.join(spec.modalities)}")
     for m in cfg.modalities:
-        if m not in spec.modalities:
-            raise key_error(cfg, "modalities", f"backbone {cfg.backbone} takes only "
-                                               f"{', '.join(spec.modalities)}")
+        name = backbone_for(cfg, m)
+        if m not in BACKBONES[name].modalities:
+            key = "flow_backbone" if name != cfg.backbone else "modalities"
+            raise key_error(cfg, key, f"backbone {name} takes only "
+                                      f"{', '.join(BACKBONES[name].modalities)}")
     if len(set(cfg.modalities)) != len(cfg.modalities):
         raise key_error(cfg, "modalities", f"{','.join(cfg.modalities)} names a stream twice")
     if cfg.crop_size > cfg.short_side:
@@ -302,7 +322,7 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     sd = read_state_dict(path)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     own = model.state_dict()
-    if _is_pretrained_file(model, sd, own):
+    if is_package_weights(model, sd):
         return _load_package_weights(model, path, sd)
     if isinstance(model, ClipFrameModel) and not any(k in own for k in sd):
         sd = {("visual." + k if not k.startswith("visual.") else k): v for k, v in sd.items()}
@@ -326,11 +346,19 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     return digest
 
 
-def _is_pretrained_file(model: nn.Module, sd: dict[str, torch.Tensor], own: dict) -> bool:
+def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """TSN's cross-modality init: an RGB first conv (O, 3, k, k) -> (O, in_channels, k, k) by
+    averaging over the RGB channels and repeating the mean for every flow channel."""
+    if weight.ndim != 4:
+        raise ValueError(f"conv1 weight must be (O, I, k, k), got {tuple(weight.shape)}")
+    return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
+
+
+def is_package_weights(model: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
     """A MobileNetV2 given the shipped ImageNet file (its own key names, none of ours)."""
     from extract.mobilenet import MobileNetFrameModel
 
-    return isinstance(model, MobileNetFrameModel) and not set(sd) & set(own)
+    return isinstance(model, MobileNetFrameModel) and not set(sd) & set(model.state_dict())
 
 
 def _load_package_weights(model: nn.Module, path: Path, sd: dict[str, torch.Tensor]) -> str:

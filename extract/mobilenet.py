@@ -102,8 +102,9 @@ def load_imagenet(model: MobileNetFrameModel, sd: dict[str, torch.Tensor]) -> in
     mapped: dict[str, torch.Tensor] = {}
     for i, ((name, mine), v) in enumerate(zip(own, theirs)):
         if i == 0 and v.dim() == 4 and mine.shape[1] != v.shape[1]:
-            # (32, 3, 3, 3) -> (32, C, 3, 3): mean over RGB, repeated for each input channel.
-            v = v.mean(dim=1, keepdim=True).expand(-1, mine.shape[1], -1, -1).contiguous()
+            from extract.backbones import cross_modality_conv1
+
+            v = cross_modality_conv1(v, mine.shape[1])  # (32, 3, 3, 3) -> (32, C, 3, 3)
         if mine.shape != v.shape:
             raise ValueError(f"tensor {i} ({list(sd)[i]}): shape {tuple(v.shape)} does not fit "
                              f"{name} {tuple(mine.shape)}")

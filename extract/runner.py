@@ -35,14 +35,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from extract.backbones import (BackboneName, WeightsError, check_backbone_input,
+from extract.backbones import (BackboneName, WeightsError, backbone_for, check_backbone_input,
                                check_modality, frame_features, get_spec, load_backbone,
-                               resolve_checkpoint)
+                               resolve_checkpoint, stream_view)
 from extract.decoders import DecodeError, DecoderChoice, init_decode_worker, open_video
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
@@ -54,6 +54,8 @@ from pipeline.features import (FeatureRecipe, FeatureStoreError, ManifestDiff, M
                                finetuned_checkpoint_path, read_feature_recipe, read_features,
                                shard_dir, sync_to_manifest)
 from pipeline.manifest import ManifestError, VideoRecord, parse_manifest
+from pipeline.paths import name_problem
+from pipeline.runtime import init_distributed, pick_device, resolve_cpu_amp
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,9 @@ class ExtractConfig:
     finetune_dir: str = "finetuned"  # from [common]: where checkpoint="auto" finds fine-tuned weights
     seed: int = 0  # from [common]: random init when there is no checkpoint
     backbone: BackboneName = "tsn_r50"  # CPR-CLIP uses TSN R50 features (2048-d)
+    # the flow stream's own backbone ("" = backbone): e.g. frozen ImageNet MobileNetV2 for RGB
+    # beside a ResNet trained on flow from scratch (no network ships flow weights)
+    flow_backbone: BackboneName | Literal[""] = ""
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams
     segments: int = 8  # T: CPR-CLIP's 8 segments per video
     short_side: int = 256  # TSN test recipe: short side 256 ...
@@ -87,7 +92,9 @@ class ExtractConfig:
     workers: int = 2  # decode processes; decoding costs more than the model on 4K
     device: str = "auto"  # auto: cuda when present, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    cpu_amp: bool = False  # bf16 on CPU too: ~1.6x faster with AVX512-BF16, ~0.3% feature error
+    # bf16 on CPU too: ~1.6x faster with AVX512-BF16, ~0.3% feature error; "auto" = only where the
+    # CPU has native bf16. Off by default so that features are the same on every machine.
+    cpu_amp: bool | Literal["auto"] = False
     min_frames: int = 8  # fewer frames than segments repeats frames: report it as a failure
     rows_per_shard: int = 64  # a crash loses at most this many videos of work
     allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
@@ -98,6 +105,12 @@ class ExtractConfig:
             check_range(self, key, ge=1)
         check_range(self, "workers", ge=0)
         check_range(self, "min_frames", ge=0)
+        # torch.manual_seed takes a signed 64-bit seed: a larger one was a traceback at the first
+        # video; numpy (train) refuses negative ones, so the [common] seed must fit both
+        check_range(self, "seed", ge=0, lt=2**63)
+        problem = name_problem(self.dataset)  # names features/<dataset>/: one folder, inside
+        if problem:
+            raise key_error(self, "dataset", f"{self.dataset!r} {problem}")
         check_backbone_input(self)  # modalities and crop, as finetune checks them
         check_checkpoint_template(self)
         check_device(self)
@@ -223,15 +236,6 @@ def _collate(batch):
 # Model side
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            return torch.device(f"cuda:{local}")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 class FeatureModel:
     """A loaded backbone that turns (B, K, T, h, w, C) uint8 views into (B, T, D) features."""
 
@@ -243,7 +247,7 @@ class FeatureModel:
                                                         cfg.segments, cfg.seed)
         self.device = device
         self.cuda = device.type == "cuda"
-        self.amp = cfg.amp if self.cuda else cfg.cpu_amp
+        self.amp = cfg.amp if self.cuda else resolve_cpu_amp(cfg.cpu_amp, "[extract] cpu_amp")
         # channels_last: ~25% faster convolutions on CPU (oneDNN) as well as on CUDA.
         self.model.to(device, memory_format=torch.channels_last)
         self.mean, self.std = self.spec.mean_std(modality)
@@ -272,10 +276,6 @@ class ModalityResult:
     seconds: float = 0.0
     # how the stored rows differed from the manifest and were brought in line with it
     manifest: ManifestDiff | None = None
-
-
-def _dist() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _append_failures(path: Path, rows: list[tuple[str, str, str]]) -> None:
@@ -355,11 +355,12 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     """
     from pipeline.log import progress
 
+    cfg = stream_view(cfg, modality)
     out = feature_path(cfg.features_dir, cfg.dataset, cfg.backbone, modality, cfg.segments)
     res = ModalityResult(modality, out)
     ckpt = resolve_checkpoint(cfg.checkpoint, finetuned_checkpoint_path(
         cfg.finetune_dir, cfg.dataset, cfg.backbone, modality), cfg.backbone, modality)
-    bf16 = cfg.amp if device.type == "cuda" else cfg.cpu_amp
+    bf16 = cfg.amp if device.type == "cuda" else resolve_cpu_amp(cfg.cpu_amp, "[extract] cpu_amp")
     recipe = make_recipe(cfg, modality, ckpt, "bf16" if bf16 else "fp32",
                          _flow_recipe(records) if modality == "flow" else "")
     done = _check_existing(out, recipe)
@@ -434,12 +435,9 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
     failures over all ranks)."""
     import torch.distributed as dist
 
-    rank, world = _dist()
     device = pick_device(cfg.device)
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    d = init_distributed(device)
+    rank, world = d.rank, d.world
     records = _load_records(cfg)
     _make_folder(Path(cfg.features_dir) / cfg.dataset)
     results = []
@@ -447,8 +445,8 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
     try:
         # A second run on the same output refuses instead of racing this one's consolidation.
         for m in cfg.modalities:
-            locks.append(_lock_output(feature_path(cfg.features_dir, cfg.dataset, cfg.backbone,
-                                                   m, cfg.segments), rank))
+            locks.append(_lock_output(feature_path(cfg.features_dir, cfg.dataset,
+                                                   backbone_for(cfg, m), m, cfg.segments), rank))
         for m in cfg.modalities:
             results.append(extract_modality(cfg, m, records, device, rank, world))
         failed = sum(r.failed for r in results)

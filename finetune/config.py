@@ -34,6 +34,7 @@ class FinetuneConfig:
     finetune_dir: str = "finetuned"  # from [common]: <finetune_dir>/<dataset>/<backbone>-<modality>/
     seed: int = 0  # from [common]: init, epoch order and augmentation all follow from it
     backbone: BackboneName = "tsn_r50"  # CPR-CLIP extracts TSN R50 features
+    flow_backbone: BackboneName | Literal[""] = ""  # the flow stream's own backbone ("" = backbone)
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams, trained one after the other
     segments: int = 8  # T per training clip: TSN's 8 (TSM must match extraction's T)
     short_side: int = 256  # mmaction2 Resize(-1, 256) before cropping, as extraction
@@ -116,9 +117,12 @@ def stream_config(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
     """The config one stream trains with: for flow, ``flow_epochs`` (when set) becomes ``epochs``,
     so the schedule, the logs, the resume state and the fingerprint all see the stream's own
     epoch count."""
+    from extract.backbones import backbone_for
+
+    one = dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), flow_backbone="")
     if modality == "flow" and cfg.flow_epochs:
-        return dataclasses.replace(cfg, epochs=cfg.flow_epochs, flow_epochs=0)
-    return dataclasses.replace(cfg, flow_epochs=0)
+        return dataclasses.replace(one, epochs=cfg.flow_epochs, flow_epochs=0)
+    return dataclasses.replace(one, flow_epochs=0)
 
 
 def stream_order(cfg: FinetuneConfig) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from extract.backbones import cross_modality_conv1
 from finetune.config import NOT_FINGERPRINTED, FinetuneConfig
 from pipeline.atomic import write_atomic
 from pipeline.config import to_dict
@@ -70,13 +71,6 @@ def torchvision_to_mmaction(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """TSN's cross-modality init: an RGB first conv (O, 3, k, k) -> (O, in_channels, k, k) by
-    averaging over the RGB channels and repeating the mean for every flow channel."""
-    if weight.ndim != 4:
-        raise ValueError(f"conv1 weight must be (O, I, k, k), got {tuple(weight.shape)}")
-    return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
-
 
 # --------------------------------------------------------------------------------------------
 # Initial weights
@@ -97,6 +91,14 @@ def init_source(cfg: FinetuneConfig, modality: str) -> tuple[Path | None, str]:
     value = (cfg.init_checkpoint or "none").strip()
     if value.lower() in ("none", ""):
         return None, "random-init"
+    if value.lower() == "pretrained":  # the weights the backbone's registry package ships
+        from extract.backbones import pretrained_file
+
+        p = pretrained_file(cfg.backbone)
+        if p is None:
+            raise WeightsError(f"init_checkpoint=pretrained: backbone {cfg.backbone!r} ships no "
+                               "pretrained weights (extract/backbones.py BACKBONES, 'pretrained')")
+        return p, sha256_file(p)
     p = Path(value.format(modality=modality, backbone=cfg.backbone))
     if not p.is_file():
         raise WeightsError(f"{p}: init_checkpoint file not found (config key 'init_checkpoint')")
@@ -111,12 +113,14 @@ def init_weights(model: nn.Module, path: Path, modality: str) -> str:
     10-channel flow model) gets the cross-modality init; other shape mismatches (a 400-class
     Kinetics head) are skipped. Returns the file's sha256.
     """
-    from extract.backbones import WeightsError, read_state_dict
+    from extract.backbones import WeightsError, is_package_weights, load_weights, read_state_dict
     from pipeline.provenance import sha256_file
 
     path = Path(path)
     sd = read_state_dict(path)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if is_package_weights(model, sd):  # shipped ImageNet file: pinned, mapped onto the backbone
+        return load_weights(model, path)
     sd = torchvision_to_mmaction(sd)
     own = model.state_dict()
     take: dict[str, torch.Tensor] = {}

@@ -409,6 +409,8 @@ def _effective(data: dict[str, Any], section: str, key: str) -> Any:
 AGREEMENTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("backbone", ("finetune", "extract", "train"),
      "extract loads the backbone finetune trained, and train reads the features extract wrote"),
+    ("flow_backbone", ("finetune", "extract", "train"),
+     "the flow stream's backbone: the same chain as backbone"),
     ("segments", ("extract", "train"), "train reads the <segments>seg feature files extract wrote"),
 )
 # Compared only when [extract] checkpoint = "auto", i.e. extract uses finetune's weights, which

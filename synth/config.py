@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from pipeline.config import ConfigError
@@ -13,6 +14,7 @@ __all__ = ["SynthConfig"]
 
 @dataclass(frozen=True)
 class SynthConfig:
+    SECTION: ClassVar[str] = "synth"
     dataset: str = "synthetic"  # name of the folder data/<dataset>/ (must hold the manifest)
     manifest: str = "data/synthetic/manifest.csv"  # videos go to videos/ next to it
     seed: int = 0  # the whole dataset (people, motions, cameras, noise) follows from it
@@ -31,7 +33,8 @@ class SynthConfig:
     workers: int = 2  # processes rendering and encoding in parallel
     max_takes: int = 0  # 0 = all; >0 keeps only that many takes (quick 4K checks)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        # checked when built, from TOML or directly in code
         w, h = self.size
         if w % 2 or h % 2:
             raise ConfigError(f"[synth] resolution {self.resolution!r}: H.264 (yuv420p) needs even "

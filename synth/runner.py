@@ -129,7 +129,6 @@ def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
     from pipeline.log import progress
     from pipeline.provenance import code_version
 
-    cfg.validate()
     t0 = time.perf_counter()
     manifest = Path(cfg.manifest)
     root = manifest.parent

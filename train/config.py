@@ -42,6 +42,7 @@ class TrainConfig:
 
     # which features: features/<dataset>/<backbone>-<modality>-<segments>seg.h5
     backbone: str = "tsn_r50"  # the paper's TSN R50 features
+    flow_backbone: str = ""  # the flow files' backbone when it differs ("" = backbone)
     segments: int = 8  # TSN's 8 segments
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach
     fusion: Literal["concat", "late"] = "concat"  # concat: one head on [rgb, flow]; late: a head each, scores averaged
@@ -110,6 +111,12 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when present, else cpu
     # torch CPU threads. auto: the usable CPUs (pipeline.runtime.resolve_threads); 0 = torch's default
     num_threads: int | Literal["auto"] = "auto"
+
+    @property
+    def backbones(self) -> dict[str, str]:
+        """{modality: backbone of its feature file}."""
+        return {m: (self.flow_backbone if m == "flow" and self.flow_backbone else self.backbone)
+                for m in self.modalities}
 
     @property
     def text_cache(self) -> str:

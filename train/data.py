@@ -65,15 +65,18 @@ def concat_modalities(features: dict[str, np.ndarray], modalities: tuple[str, ..
     return np.concatenate([np.asarray(features[m], dtype=np.float32) for m in modalities], axis=-1)
 
 
-def load_rows(features_dir: str | Path, dataset: str, backbone: str, segments: int,
-              modalities: tuple[str, ...]) -> tuple[FeatureRows, np.ndarray, dict[str, Any]]:
-    """All rows of the feature files of ``modalities``, joined on video_id.
+def load_rows(features_dir: str | Path, dataset: str, backbone: str | dict[str, str],
+              segments: int, modalities: tuple[str, ...]
+              ) -> tuple[FeatureRows, np.ndarray, dict[str, Any]]:
+    """All rows of the feature files of ``modalities``, joined on video_id. ``backbone``: one
+    name for every modality, or ``{modality: name}``.
 
     Returns the rows, their (N,) split names, and provenance ``{modality: {path, sha256, attrs}}``.
     """
     sets = []
     for m in modalities:
-        path = feature_path(features_dir, dataset, backbone, m, segments)
+        name = backbone[m] if isinstance(backbone, dict) else backbone
+        path = feature_path(features_dir, dataset, name, m, segments)
         sets.append(read_features(path, expect={"modality": m, "segments": segments}))
     base = sets[0]
     for other in sets[1:]:

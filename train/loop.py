@@ -113,7 +113,7 @@ def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device:
 
 
 def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
-    rows, split, provenance = load_rows(cfg.features_dir, cfg.dataset, cfg.backbone, cfg.segments,
+    rows, split, provenance = load_rows(cfg.features_dir, cfg.dataset, cfg.backbones, cfg.segments,
                                         tuple(cfg.modalities))
     train, val = split_rows(rows, split)
     log.info("features: %d train singles, %d val rows, T=%d, D=%s", len(train), len(val),

@@ -62,6 +62,8 @@ def test_page_and_static_files_are_local(stub_server):
         urls = re.findall(r"https?://[^\s\"')]+", r.text)
         assert [u for u in urls if not u.startswith("http://www.w3.org/")] == [], name
     assert not re.findall(r"(src|href)=\"https?://", page.text)
+    for link in re.findall(r"(?:src|href)=\"(/[^\"]*)\"", page.text):  # no dead local link
+        assert client.get(link).status_code == 200, link
 
 
 def test_predict_one_view(stub_server, clips):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from assist.server import InputProblem, ServeConfig, check_limits, clean_stale_uploads
+from assist.server import InputProblem, ServeConfig
 from pipeline.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +122,8 @@ def test_limits_are_in_health_and_checked_in_the_config(stub_server):
 
 
 def test_check_limits_names_an_unreadable_file(tmp_path):
+    from assist.server import check_limits
+
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\0" * 5000)
     with pytest.raises(InputProblem) as e:
@@ -209,6 +211,8 @@ def _dead_pid() -> int:
 
 
 def test_clean_stale_uploads_removes_only_folders_of_dead_servers(tmp_path):
+    from assist.server import clean_stale_uploads
+
     dead, live = _dead_pid(), os.getpid()
     stale = tmp_path / f"cprclip-serve-{dead}-abc"
     (stale / "take-1").mkdir(parents=True)

@@ -13,8 +13,9 @@ from pipeline.taxonomy import NUM_CLASSES, composite_label_sets, multi_hot
 
 def make_feature_file(path: Path, modality: str = "rgb", seed: int = 0, n_takes_test: int = 12,
                       n_takes_val: int = 14, views: int = 2, t: int = 2, noise: float = 0.8,
-                      init: str = "kinetics") -> Path:
-    """A consolidated feature file whose features are a noisy copy of the labels: (T, D=C)."""
+                      init: str = "kinetics", n_takes_train: int = 14) -> Path:
+    """A consolidated feature file whose features are a noisy copy of the labels: (T, D=C).
+    Splits: train and val single-class takes (class k % 14), test composite takes."""
     rng = np.random.default_rng(seed)
     w = ShardWriter(path, {"backbone": "fake", "modality": modality, "segments": t,
                            "checkpoint_sha256": "0" * 64, "init": init}, rows_per_shard=64)
@@ -25,6 +26,11 @@ def make_feature_file(path: Path, modality: str = "rgb", seed: int = 0, n_takes_
         for v in range(1, views + 1):
             y = multi_hot(labels)
             w.add(f"test{k:03d}_v{v}", f"test{k:03d}", v, "p5", "test", y,
+                  y[None, :] + noise * rng.normal(size=(t, NUM_CLASSES)))
+    for k in range(n_takes_train):
+        y = multi_hot([k % NUM_CLASSES])
+        for v in range(1, views + 1):
+            w.add(f"train{k:03d}_v{v}", f"train{k:03d}", v, "p1", "train", y,
                   y[None, :] + noise * rng.normal(size=(t, NUM_CLASSES)))
     for k in range(n_takes_val):
         y = multi_hot([k % NUM_CLASSES])

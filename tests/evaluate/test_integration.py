@@ -17,6 +17,9 @@ def test_eval_then_predict(tiny_pipeline, video_tools, tmp_path, capsys):
     assert set(m["heads"]) >= {"clip", "bce"}
     assert any("random" in w for w in m["warnings"])
     assert (report / "report.html").is_file() and (report / "per_class_ap.png").is_file()
+    # the example takes show the frames of their videos, found through the manifest
+    assert len(list(report.glob("examples-*.png"))) == 1
+    assert "Example takes: the frames the model saw" in (report / "report.md").read_text()
 
     # a raw video that is in no manifest
     raw = write_video(tmp_path / "outside" / "my_take.mp4", class_frames((4, 11), seed=99))
@@ -26,8 +29,14 @@ def test_eval_then_predict(tiny_pipeline, video_tools, tmp_path, capsys):
     assert res["run"] == "cpr_clip_plus" and res["views"] == [1]
     assert res["threshold_source"].startswith("val")
     assert set(res["scores"]) == set(CLASSES)
+    assert res["verdict"] in ("errors", "correct", "not_sure", "unsuitable")
+    assert res["probabilities"] is not None and set(res["probabilities"]) == set(CLASSES)
     for e in res["errors"]:
         assert e["advice"] == ADVICE[e["id"]] and e["score"] >= e["threshold"]
+        assert e["probability"] >= e["mark"]  # reported only from its calibrated mark
+    if res["verdict"] == "correct":  # never below the level the rule sets
+        assert res["probabilities"]["Correct"] >= json.loads(
+            (p["run"] / "thresholds.json").read_text())["heads"][res["head"]]["correct_level"]
     assert any("RANDOMLY" in w for w in res["warnings"])
 
     # two views of a demo take, text output
@@ -40,12 +49,16 @@ def test_eval_then_predict(tiny_pipeline, video_tools, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "te0_v1.mp4 (view 2)" in text and "te0_v2.mp4 (view 4)" in text
     # the text says what the same prediction's JSON found, and only that
-    if same["errors"]:
+    if same["verdict"] == "errors":
         assert f"Detected {len(same['errors'])} error(s)" in text and "look correct" not in text
         assert all(e["name"] in text and e["advice"] in text for e in same["errors"])
-    else:
-        assert "No error detected: the compressions look correct." in text
+    elif same["verdict"] == "correct":
+        assert "No error detected: the compressions look correct" in text
         assert "Detected" not in text
+    else:
+        # the fixed rule is uncalibrated: it never vouches for a take
+        assert same["verdict"] in ("not_sure", "unsuitable") and not same["looks_correct"]
+        assert "look correct" not in text and "Detected" not in text
 
 
 def test_predict_unreadable_video_one_line_error(tiny_pipeline, tmp_path, capsys):

@@ -190,3 +190,40 @@ def test_cooccurrence_and_pr_curve():
     assert r.tolist() == [0, 0.5, 1, 1] and p.tolist() == pytest.approx([1, 1, 2 / 3, 0.5])
     # AP is the step integral of this curve
     assert np.sum(np.diff(r) * p[1:]) == pytest.approx(average_precision_score(y, s))
+
+
+def test_ece_against_a_hand_computed_reference():
+    # bins of width 0.1: 0.05 -> bin 0; 0.15, 0.12 -> bin 1; 0.55 -> 5; 0.85 -> 8; 0.95 -> 9
+    p = np.array([0.05, 0.15, 0.12, 0.95, 0.85, 0.55])
+    y = np.array([0, 0, 1, 1, 1, 0])
+    # |acc - conf| per bin, weighted by its share of the 6 predictions
+    want = (1 * 0.05 + 2 * abs(0.5 - 0.135) + 1 * 0.55 + 1 * 0.15 + 1 * 0.05) / 6
+    assert want == pytest.approx(0.255)
+    assert M.expected_calibration_error(p, y, 10) == pytest.approx(want)
+    # the (N, C) layout is the same predictions
+    assert M.expected_calibration_error(p.reshape(2, 3), y.reshape(2, 3)) == pytest.approx(want)
+    b = M.reliability_bins(p, y, 10)
+    assert b["count"].tolist() == [1, 2, 0, 0, 0, 1, 0, 0, 1, 1]
+    assert b["mean_prob"][1] == pytest.approx(0.135) and b["frequency"][1] == pytest.approx(0.5)
+    assert np.isnan(b["frequency"][2])
+    # edges: 1.0 falls in the last bin, 0.1 in the second; perfect calibration scores 0
+    b = M.reliability_bins(np.array([1.0, 0.1]), np.array([1, 0]), 10)
+    assert b["count"][9] == 1 and b["count"][1] == 1
+    assert M.expected_calibration_error(np.array([0.0, 1.0, 0.5, 0.5]),
+                                        np.array([0, 1, 1, 0])) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.reliability_bins(np.array([1.5]), np.array([1]))
+
+
+def test_per_class_prf_matches_sklearn():
+    rng = np.random.default_rng(8)
+    true = (rng.random((60, 14)) < 0.2).astype(int)
+    pred = (rng.random((60, 14)) < 0.2).astype(int)
+    true[:, 0] = 0  # a class without positives: recall and F1 0, as sklearn's zero_division=0
+    got = M.per_class_prf(pred, true)
+    p, r, f, support = precision_recall_fscore_support(true, pred, average=None, zero_division=0)
+    np.testing.assert_allclose(got["precision"], p)
+    np.testing.assert_allclose(got["recall"], r)
+    np.testing.assert_allclose(got["f1"], f)
+    assert got["support"].tolist() == support.tolist()
+    assert got["predicted"].tolist() == pred.sum(axis=0).tolist()

@@ -117,7 +117,38 @@ def make_bad_videos(folder: Path) -> dict[str, Path]:
     encode(p, frames(10, h=2160, w=4096, seed=8), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p",
                                                         "-preset", "ultrafast", "-crf", "35"))
     out["uhd_4096x2160"] = p
+    # Issue 16, item 15: two video streams of different content and size, the second flagged
+    # default (decord read the other one, PyAV the first); and a cover picture beside the video.
+    s0 = good(folder / "_stream0.mp4", seed=20)
+    s1 = encode(folder / "_stream1.mp4", frames(24, 48, 64, seed=21))
+    p = folder / "two_video_streams.mp4"
+    ffmpeg("-i", str(s0), "-i", str(s1), "-map", "0:v", "-map", "1:v", "-c", "copy",
+           "-disposition:v:0", "0", "-disposition:v:1", "default", str(p))
+    out["two_video_streams"] = p
+    p = folder / "cover_art.mp4"
+    ffmpeg("-i", str(good(folder / "_cover_src.mp4", seed=22)), "-i", str(png), "-map", "0:v",
+           "-map", "1:v", "-c:v:0", "copy", "-c:v:1", "png", "-disposition:v:1", "attached_pic",
+           str(p))
+    out["cover_art"] = p
+    # Issue 16, item 11: AV1, which decord 0.6 cannot decode, when this ffmpeg can encode it
+    enc = av1_encoder()
+    if enc:
+        p = folder / "av1.mp4"
+        encode(p, frames(24, seed=23), codec=("-c:v", enc, "-pix_fmt", "yuv420p",
+                                              *AV1_FAST[enc]))
+        out["av1"] = p
     return out
+
+
+AV1_FAST = {"libaom-av1": ("-cpu-used", "8", "-crf", "20", "-b:v", "0"),
+            "libsvtav1": ("-preset", "12", "-crf", "20")}
+
+
+def av1_encoder() -> str | None:
+    """The AV1 encoder of the project's ffmpeg (libaom-av1, libsvtav1), or None."""
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                          text=True).stdout
+    return next((e for e in AV1_FAST if f" {e} " in text), None)
 
 
 def write_manifest(path: Path, rows: list[list]) -> Path:

@@ -11,7 +11,8 @@ from finetune.config import FinetuneConfig
 from finetune.data import hflip, multiscale_crop_box
 from finetune.loop import lr_at
 from finetune.metrics import accuracy_metrics, confusion_matrix
-from finetune.weights import cross_modality_conv1, torchvision_to_mmaction
+from extract.backbones import cross_modality_conv1
+from finetune.weights import torchvision_to_mmaction
 
 
 def test_cross_modality_conv1_averages_rgb_and_repeats_for_every_flow_channel():
