@@ -30,11 +30,46 @@ MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 
 .PHONY: times-reset help setup data flow finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
 
+# Every target and variable, one line each (tests/pipeline/test_make_help.py checks that none
+# is missing). Each stage is also a command: .venv/bin/cprclip STAGE --help.
 help:
-	@echo "make all      set up, then run the whole pipeline on the synthetic demo dataset"
-	@echo "make test     set up, then run the test suite"
-	@echo "stages:       make data | flow | finetune | extract | train | eval"
-	@echo "options:      CONFIG=configs/cpr_coach.toml BACKBONE=tsm_r50 MODEL=cpr_clip_plus ARGS='key=value'"
+	@echo "usage: make [TARGET] [VARIABLE=value ...]   (README.md; docs/ for each stage)"
+	@echo "start here:"
+	@echo "  make all            set up, then the whole pipeline on the synthetic demo (~16 min, 2 CPU cores)"
+	@echo "  make test           set up, then the fast tests (not slow, not GPU)"
+	@echo "  make help           this list"
+	@echo "stages, in order (each also 'cprclip STAGE'; each skips work already done):"
+	@echo "  make setup          create $(VENV) with the pinned dependencies (once; ~7 GB)"
+	@echo "  make info           versions, decoders, CUDA and ffmpeg found on this machine"
+	@echo "  make data           generate the synthetic dataset (or check CONFIG's manifest exists)"
+	@echo "  make flow           optical flow videos for the manifest"
+	@echo "  make finetune       fine-tune the backbone on the single-error clips -> finetuned/"
+	@echo "  make extract        RGB and flow features -> features/*.h5"
+	@echo "  make train          train CPR-CLIP, CPR-CLIP+ and the baselines -> runs/"
+	@echo "  make eval           evaluate the runs, choose the operating point -> report/"
+	@echo "  make times-reset    clear the stage wall-time table (make all does it first)"
+	@echo "the assistant (docs/serve.md):"
+	@echo "  make serve          the web page on http://127.0.0.1:8000/ (RUN=runs/bce: another run)"
+	@echo "                      one take on the command line: .venv/bin/cprclip predict VIDEO... run=runs/bce"
+	@echo "tests and benchmarks:"
+	@echo "  make test-slow      the slow tests only"
+	@echo "  make test-browser   drive the page in headless Chromium (runs browser-deps first)"
+	@echo "  make browser-deps   check for Debian's chromium; install it when run as root"
+	@echo "  make bench-extract  extraction speed and memory -> docs/benchmarks.md"
+	@echo "  make bench-train    training speed and memory -> docs/benchmarks.md"
+	@echo "clean-up:"
+	@echo "  make clean          remove runs/, report/, and this dataset's finetuned/ and features/"
+	@echo "  make clean-all      clean, then remove data/synthetic/ and $(VENV)"
+	@echo "variables (empty ones change nothing):"
+	@echo "  CONFIG=FILE         the TOML config (now: $(CONFIG); real data: configs/cpr_coach.toml)"
+	@echo "  BACKBONE=NAME       backbone of finetune, extract and train (e.g. tsm_r50)"
+	@echo "  MODALITY=LIST       modalities of finetune and extract (e.g. rgb,flow)"
+	@echo "  SEGMENTS=N          segments per clip of finetune and extract"
+	@echo "  CHECKPOINT=FILE     backbone weights for extract"
+	@echo "  MODEL=LIST          models of train (e.g. cpr_clip_plus)"
+	@echo "  RUN=NAME_OR_FOLDER  the run serve loads (default runs/cpr_clip_plus)"
+	@echo "  ARGS='key=value'    any key of the stage's config section, e.g. ARGS='segments=16'"
+	@echo "  PYTHON=python3      the interpreter that creates $(VENV)"
 
 # --- set-up: a venv with pinned dependencies; the stamp makes a second run a no-op ---
 setup: $(STAMP)

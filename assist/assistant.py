@@ -200,21 +200,46 @@ def _val_map(metrics: dict | None, head: str) -> float:
     return -1.0 if v is None else float(v)
 
 
+def trained_runs(root: Path) -> list[str]:
+    """The names of the folders under ``root`` that hold a trained run (a checkpoint)."""
+    return sorted(d.name for d in root.glob("*/") if (d / "checkpoint.safetensors").is_file())
+
+
+def _runs_there(root: Path) -> str:
+    """What a user may choose instead, for an error message."""
+    if not root.is_dir():
+        return f"runs_dir {root} does not exist (run 'cprclip train', or set runs_dir=)"
+    names = trained_runs(root)
+    if not names:
+        return f"no trained run under {root} (run 'cprclip train')"
+    return f"trained runs under {root}: {', '.join(names)}"
+
+
 def resolve_run_dir(cfg: PredictConfig) -> Path:
-    """The run folder to use (see :class:`PredictConfig`.run)."""
+    """The run folder to use (see :class:`PredictConfig`.run). A run is a folder as written
+    (``runs/bce``, an absolute path) or else a name under ``runs_dir`` (``bce``)."""
     root = Path(cfg.runs_dir)
     if cfg.run:
-        p = Path(cfg.run)
-        p = p if p.is_dir() else root / cfg.run
+        given = Path(cfg.run)
+        places = [given] if given.is_absolute() else [given, root / given]
+        found = ([d for d in places if (d / "checkpoint.safetensors").is_file()]
+                 or [d for d in places if d.is_dir()])
+        if not found:
+            # name the run as the user wrote it, not joined to runs_dir (`runs/runs/nope`)
+            raise PredictError(f"run {cfg.run} not found: neither a folder nor a run name "
+                               f"under {root}; {_runs_there(root)}")
+        p = found[0]
         if not (p / "checkpoint.safetensors").is_file():
-            raise PredictError(f"run {cfg.run}: no checkpoint.safetensors in {p}")
+            raise PredictError(f"run {cfg.run}: no checkpoint.safetensors in {p} (not trained, "
+                               f"or its training did not finish); {_runs_there(root)}")
         return p
     default = root / DEFAULT_RUN
     if (default / "checkpoint.safetensors").is_file():
         return default
-    candidates = [d for d in sorted(root.glob("*/")) if (d / "checkpoint.safetensors").is_file()]
+    candidates = [root / name for name in trained_runs(root)] if root.is_dir() else []
     if not candidates:
-        raise PredictError(f"no trained run under {root}; run 'cprclip train' or pass --run")
+        raise PredictError(f"no trained run under {root}; run 'cprclip train', or choose a run "
+                           "with run=NAME_OR_FOLDER")
     best = max(candidates, key=lambda d: max(_val_map(_metrics(d), h) for h in ("clip", "bce")))
     return best
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+MAX_SEGMENTS = 64  # longest T the transformer pooling has position codes for
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: keeps a learnable temperature from running away
 
 
@@ -73,6 +74,9 @@ class Stream(nn.Module):
             pooled_dim = 2 * a.hidden_dim  # mean and max over time
         elif a.pooling == "transformer":
             self.temporal = nn.Sequential(nn.Dropout(a.dropout), nn.Linear(in_dim, a.hidden_dim))
+            # a learned code per segment position: without it self-attention and the mean after it
+            # would not see the order of the segments at all
+            self.position = nn.Parameter(torch.randn(1, MAX_SEGMENTS, a.hidden_dim) * 0.02)
             self.encoder = nn.TransformerEncoderLayer(a.hidden_dim, nhead=8,
                                                       dim_feedforward=2 * a.hidden_dim,
                                                       dropout=a.dropout, batch_first=True)
@@ -91,7 +95,10 @@ class Stream(nn.Module):
         if self.pooling == "tconv":
             h = self.temporal(x.transpose(1, 2))  # (B, H, T)
             return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
-        h = self.encoder(self.temporal(x))  # (B, T, H)
+        t = x.shape[1]
+        if t > MAX_SEGMENTS:
+            raise ValueError(f"transformer pooling takes at most {MAX_SEGMENTS} segments, got {t}")
+        h = self.encoder(self.temporal(x) + self.position[:, :t])  # (B, T, H)
         return h.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:

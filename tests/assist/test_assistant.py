@@ -101,8 +101,11 @@ def test_check_take_refuses_what_is_not_one_take(videos, views, message):
 
 
 def test_load_names_a_missing_run(tmp_path):
-    with pytest.raises(A.PredictError, match="no checkpoint.safetensors"):
+    with pytest.raises(A.PredictError, match="nope not found: neither a folder nor a run name"):
         A.Assistant.load(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(A.PredictError, match="no checkpoint.safetensors"):
+        A.Assistant.load(tmp_path / "half")
     with pytest.raises(A.PredictError, match="no trained run under"):
         A.Assistant.load(runs_dir=str(tmp_path))
 

@@ -42,7 +42,7 @@ def test_eval_then_predict(tiny_pipeline, video_tools, tmp_path, capsys):
     # two views of a demo take, text output
     v1, v2 = p["data"] / "videos" / "te0_v1.mp4", p["data"] / "videos" / "te0_v2.mp4"
     args = ["predict", str(v1), str(v2), "--views", "2", "4", "--config", str(p["config"]),
-            "--head", "clip", "--threshold", "fixed"]
+            "head=clip", "threshold_source=fixed"]  # [predict] overrides, as the stages take
     assert cli_main(args + ["--json"]) == 0
     same = json.loads(capsys.readouterr().out)
     assert cli_main(args) == 0

@@ -82,3 +82,21 @@ def test_other_architecture_fails_loudly():
     model = MobileNetFrameModel(3, 14, 8, shift=False)
     with pytest.raises(ValueError, match="312"):
         load_imagenet(model, {"x": torch.zeros(1)})
+
+
+def test_flow_backbone_gives_each_stream_its_own_backbone():
+    from extract.backbones import backbone_for, stream_view
+    from extract.runner import ExtractConfig
+    from pipeline.config import ConfigError
+    from train.config import TrainConfig
+
+    cfg = ExtractConfig(backbone="tsn_mnv2", flow_backbone="tsn_r18")
+    assert backbone_for(cfg, "rgb") == "tsn_mnv2" and backbone_for(cfg, "flow") == "tsn_r18"
+    one = stream_view(cfg, "flow")
+    assert (one.backbone, one.flow_backbone, one.modalities) == ("tsn_r18", "", ("flow",))
+    assert backbone_for(ExtractConfig(backbone="tsn_mnv2"), "flow") == "tsn_mnv2"
+    # a flow backbone that takes no flow is named by its key
+    with pytest.raises(ConfigError, match="flow_backbone"):
+        ExtractConfig(backbone="tsn_mnv2", flow_backbone="clip_vitb16", crop_size=224, short_side=256)
+    assert TrainConfig(backbone="tsn_mnv2", flow_backbone="tsn_r18").backbones == {
+        "rgb": "tsn_mnv2", "flow": "tsn_r18"}
