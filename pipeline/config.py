@@ -48,8 +48,8 @@ SECTIONS: dict[str, str] = {
     "eval": "evaluate.runner:EvalConfig",
     "predict": "assist.assistant:PredictConfig",
     "serve": "assist.server:ServeConfig",
-    "import_features": "pipeline.authors_features:ImportFeaturesConfig",
-    "export_features": "pipeline.authors_features:ExportFeaturesConfig",
+    "import_features": "extract.authors_features:ImportFeaturesConfig",
+    "export_features": "extract.authors_features:ExportFeaturesConfig",
 }
 # The keys shipped configs put in [common]; any key of any stage may go there too, but these
 # are accepted without importing every stage to find out.

@@ -38,7 +38,7 @@ Modality = Literal["rgb", "flow"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
 FLOW_CLIP_LEN = 5  # flow frames per segment: 5 stacked (x, y) pairs = 10 channels, TSN's flow
 # take_id / participant of rows whose source does not say (features imported from the authors'
-# pickles, pipeline/authors_features.py); their view is UNKNOWN_VIEW. Views of one take cannot
+# pickles, extract/authors_features.py); their view is UNKNOWN_VIEW. Views of one take cannot
 # be fused for such rows: see takes_known.
 UNKNOWN = "unknown"
 UNKNOWN_VIEW = 0
@@ -363,7 +363,7 @@ def consolidate(path: str | Path, attrs: dict[str, Any] | None = None) -> Path:
 def write_feature_set(path: str | Path, rows: FeatureSet, recipe: "FeatureRecipe") -> Path:
     """Write all of ``rows`` as one complete file at ``path`` (atomic; replaces a file there).
 
-    For converters that hold every row in memory (pipeline/authors_features.py); extraction
+    For converters that hold every row in memory (extract/authors_features.py); extraction
     uses :class:`ShardWriter` and :func:`consolidate`. The checks are those of
     :meth:`ShardWriter.add` and :func:`read_features`; rows are stored sorted by video_id, as
     :func:`consolidate` stores them.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.authors_features import (AuthorsFormatError, ExportFeaturesConfig,
+from extract.authors_features import (AuthorsFormatError, ExportFeaturesConfig,
                                        ImportFeaturesConfig, export_features, import_features,
                                        read_authors_file, row_ids, val_holdout)
 from pipeline.config import ConfigError

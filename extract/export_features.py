@@ -4,7 +4,7 @@
         [shape=mean|segments] [out_dir=DIR] [prefix=TSN]
 
 Writes ``<prefix>_Single_Feat.pkl`` and ``<prefix>_Composite_Feat.pkl`` per stream
-(:func:`pipeline.authors_features.export_features`), which the authors' scripts and
+(:func:`extract.authors_features.export_features`), which the authors' scripts and
 ``cprclip import-features`` read.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.authors_features import ExportFeaturesConfig, export_features
+    from extract.authors_features import ExportFeaturesConfig, export_features
 
     cfg = load_stage_config(ExportFeaturesConfig, "export_features", args.config, args.overrides)
     try:

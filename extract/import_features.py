@@ -3,7 +3,7 @@
     cprclip import-features single=TSN_Single_Feat.pkl composite=TSN_Composite_Feat.pkl \\
         dataset=cpr_clip backbone=tsn_r50 [modalities=rgb] [segments=0] [val_fraction=0.2] [seed=0]
 
-The work and its rules are in :mod:`pipeline.authors_features`; pickles are read only through
+The work and its rules are in :mod:`extract.authors_features`; pickles are read only through
 the restricted unpickler of :mod:`pipeline.pickle_safe`.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.authors_features import ImportFeaturesConfig, import_features
+    from extract.authors_features import ImportFeaturesConfig, import_features
 
     cfg = load_stage_config(ImportFeaturesConfig, "import_features", args.config, args.overrides)
     try:
