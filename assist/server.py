@@ -1,8 +1,12 @@
 """``cprclip serve``: the assistant as a web page and an HTTP API (FastAPI on uvicorn).
 
-A trainer opens the page, drops in the 1-4 views of one take and reads which errors the model
-sees, what to correct, the frames it looked at and a confidence chart. The model is loaded once
-when the server starts; each request only decodes, extracts and scores.
+A trainer opens the page, drops in the 1-4 views of one take and reads the assistant's verdict
+(:func:`evaluate.decide.decide`, the rule ``cprclip eval`` measures): the errors it sees with
+their calibrated probability and what to correct, "correct", "not sure" with the closest
+candidates, or "unsuitable" (the video does not look like chest compressions: no error list);
+then the frames it looked at and a chart of every class. The model is loaded once when the
+server starts; each request only decodes, extracts and scores. Every message meant for the
+page is written for a trainer (:func:`explain`, :func:`plain_notes`, :func:`plain_problem`).
 
 API (the OpenAPI schema is at ``/openapi.json``; there is no ``/docs`` page: FastAPI's loads
 Swagger UI from a CDN, which the page's Content-Security-Policy and an offline machine forbid):
@@ -143,13 +147,17 @@ class Analyser(Protocol):
 
     ``analyse`` gets the V uploaded videos (V = 1..4, temporary paths) and their view numbers,
     calls ``progress(stage_key)`` as it enters each stage of :meth:`stages`, and returns a
-    JSON-able dict with at least ``errors`` (list of {id, name, score, advice}, most certain
-    first), ``looks_correct`` (bool), ``scores`` ({class name: score}), and ``frames``
-    ({view: [JPEG data URL, ...]}: the sampled frames of each view).
+    JSON-able dict shaped as :meth:`assist.assistant.Prediction.to_dict`: at least ``errors``
+    (list of {id, name, score, advice, probability, mark}, most certain first),
+    ``looks_correct`` (bool), ``scores`` ({class name: score}) and ``frames`` ({view: [JPEG
+    data URL, ...]}: the sampled frames of each view); and as the assistant gives them,
+    ``verdict``, ``reason``, ``probabilities``, ``marks``, ``candidates`` and ``input_check``.
+    A result without ``verdict`` gets the one its errors imply (:func:`finish_result`).
     """
 
     def describe(self) -> dict[str, Any]:
-        """Run name, model, score kind and warnings: shown by /health and on the page."""
+        """Run name, model, ``score_kind`` ("probability" when calibrated, else "score" for
+        BCE or "similarity" for prompts) and warnings: shown by /health and on the page."""
         ...
 
     def stages(self) -> list[tuple[str, str]]:
@@ -199,23 +207,131 @@ PLAIN: tuple[str, ...] = (
 )
 
 
+# What each kind of engineer's warning (assist.assistant.Assistant.warnings) means for a trainer,
+# tried in order: (words that all occur in the warning, lower case) -> the note.
+_NOT_TUNED = ("The level from which a mistake is reported has not been tuned for this model yet, "
+              "so a standard level is used and the assistant will not confirm that compressions "
+              "are correct.")
+_NO_INPUT_CHECK = ("This model cannot tell whether a video shows chest compressions at all: "
+                   "check yourself that each video shows the person and the manikin.")
+_NOT_CALIBRATED = ("This model's percentages have not been tuned into chances yet, so the "
+                   "assistant will not confirm that compressions are correct.")
+_DEMO = ("This is a demonstration model: it learned from computer-made example videos with an "
+         "untrained picture reader, so its findings show how the assistant works, not a "
+         "judgement of real CPR.")
+_NOTES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("random", "initiali"), (_DEMO,)),
+    (("uncalibrated",), (_NOT_CALIBRATED,)),
+    (("fallback", "no check for unsuitable"), (_NOT_TUNED, _NO_INPUT_CHECK)),
+    (("fixed rule", "no check for unsuitable"), (_NOT_TUNED, _NO_INPUT_CHECK)),
+    (("no check for unsuitable",), (_NO_INPUT_CHECK,)),
+    (("threshold",), (_NOT_TUNED,)),
+)
+
+
 def plain_notes(warnings: list[str]) -> list[str]:
-    """The assistant's warnings (written for engineers) as notes a trainer can read."""
+    """The assistant's warnings (written for engineers) as notes a trainer can read; a warning
+    of no known kind is passed on as it is (it is still better said than hidden)."""
     out: list[str] = []
     for w in warnings:
         low = w.lower()
-        if "random" in low and "initiali" in low:
-            note = ("This is a demonstration model: it learned from computer-made example videos "
-                    "with an untrained picture reader, so its findings show how the assistant "
-                    "works, not a judgement of real CPR.")
-        elif "threshold" in low:
-            note = ("The level from which a mistake is reported has not been tuned for this "
-                    "model yet, so a standard level is used.")
-        else:
-            note = w
-        if note not in out:
-            out.append(note)
+        notes = next((n for words, n in _NOTES if all(x in low for x in words)), (w,))
+        out.extend(n for n in notes if n not in out)
     return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def explain(result: dict[str, Any]) -> str:
+    """The line under the page's heading: the verdict in a trainer's words.
+
+    The reasons of :func:`evaluate.decide.decide` speak of "marks" and calibration; this says
+    the same without them, from the result's own fields where it can."""
+    verdict = result.get("verdict")
+    probs = result.get("probabilities")
+    n_views = len(result.get("views") or []) or 1
+    if verdict == "unsuitable":
+        what = "this video does" if n_views == 1 else "these videos do"
+        return (f"The assistant only judges videos of chest compressions like the ones it learned "
+                f"from, and {what} not look like them, so it lists no mistakes. Check that you "
+                "chose the right files, and that each camera shows the person and the manikin "
+                "the whole time.")
+    if verdict == "correct":
+        sure = "" if not probs else (f", and it is {_pct(probs[next(iter(probs))])} sure the "
+                                     "compressions are correct")
+        return f"The assistant found no mistake{sure}."
+    if verdict == "not_sure":
+        cands = [c["name"] for c in result.get("candidates") or []]
+        if not probs:
+            text = ("This model has not been tuned to say how sure it is, so it cannot confirm "
+                    "that the compressions are correct.")
+        else:
+            reason = str(result.get("reason") or "")
+            m = re.search(r"only (\d+)% sure .*?needs (\d+)%", reason)
+            if m and "came close" not in reason:
+                text = (f"No mistake is clear enough to report, but the assistant is only "
+                        f"{m.group(1)}% sure the compressions are correct; it needs "
+                        f"{m.group(2)}% to say so.")
+            else:
+                text = "No mistake is clear enough to report, but some came close."
+        if cands:
+            text += f" Watch for the closest ones below: {_and(cands)}."
+        if n_views < 4:
+            text += " Adding the other camera views can help."
+        return text
+    n = len(result.get("errors") or [])
+    return "Most certain first." if n > 1 else ""
+
+
+def plain_problem(reason: str, videos: list[Path], views: list[int]) -> str:
+    """A video the run's recipe cannot use (:class:`assist.assistant.UnusableVideo`), said for a
+    trainer: "too few flow frames (4 < 7)" -> the clip is too short, record at least N s."""
+    m = re.search(r"too few (flow )?frames \((\d+) < (?:min_frames )?(\d+)\)", reason)
+    where = re.search(r"view(\d)\.", reason)
+    view = int(where.group(1)) if where else views[0]
+    if not m:
+        return (f"The video of camera {view} cannot be used ({reason.split(': ', 1)[-1]}). "
+                "Try another recording of the same session.")
+    flow, need = bool(m.group(1)), int(m.group(3))
+    frames = need + 1 if flow else need  # F frames give F - 1 flow frames
+    seconds = ""
+    try:
+        from extract.decoders import probe
+
+        fps = probe(videos[views.index(view)]).fps
+        if fps > 0:
+            s = frames / fps
+            seconds = f"{s:.0f} seconds" if s >= 2 else f"{max(s, 0.1):.1f} seconds"
+    except Exception:  # noqa: BLE001 - the frame count alone still says what to do
+        pass
+    need_text = seconds or f"{frames} frames"
+    judge = "judge the motion" if flow else "be checked"
+    return (f"The video of camera {view} is too short to {judge}: record at least "
+            f"{need_text} of compressions.")
+
+
+def finish_result(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """What the page needs besides the assistant's answer: the upload ``files``, ``notes`` in
+    plain words, a ``description`` of each error and candidate, the ``verdict`` an older
+    analyser left out, and ``explanation`` (:func:`explain`)."""
+    result["files"] = names
+    if not result.get("verdict"):
+        result["verdict"] = ("errors" if result.get("errors") else
+                             "correct" if result.get("looks_correct") else "not_sure")
+    notes = plain_notes(result.get("warnings", []))
+    check_note = (result.get("input_check") or {}).get("note")
+    result["notes"] = ([check_note] if check_note else []) + notes
+    for e in [*result.get("errors", []), *(result.get("candidates") or [])]:
+        if isinstance(e.get("id"), int) and 0 <= e["id"] < len(PLAIN):
+            e.setdefault("description", PLAIN[e["id"]])
+    result["explanation"] = explain(result)
+    return result
 
 
 # Plain-words label of each stage of :attr:`assist.assistant.Assistant.stages`, for the page.

@@ -466,7 +466,7 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
             dist.barrier()
     finally:
         for fd in locks:
-            os.close(fd)  # releases the lock (the kernel also does so if the process dies)
+            release(fd)  # the kernel also releases it if the process dies
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return results, failed
@@ -492,28 +492,14 @@ def _make_folder(folder: Path) -> None:
                            f"({e.strerror or e}; config keys features_dir, dataset)") from None
 
 
-def _lock_output(path: Path, rank: int) -> int:
-    """Hold an exclusive lock on feature file ``path`` for this rank; returns the lock's fd.
-
-    ``flock`` dies with its process, so a killed run never leaves a stale lock behind.
-    """
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.r{rank}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+def _lock_output(path: Path, rank: int) -> int | None:
+    """Hold an exclusive lock on feature file ``path`` for this rank (pipeline.lock)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise ExtractError(f"{path}: another 'cprclip extract' (pid {other}) is writing it; "
-                           "wait for it to finish, or set another features_dir") from None
-    except OSError as e:  # a file system without flock (some NFS): run unguarded, say so
-        log.warning("%s: cannot lock (%s); do not run two extracts on it at once", path,
-                    e.strerror or e)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+        return take_lock(path.with_name(f".{path.name}.r{rank}.lock"),
+                         f"{path}: another 'cprclip extract' (pid {{pid}}) is writing it; "
+                         "wait for it to finish, or set another features_dir")
+    except LockHeld as e:
+        raise ExtractError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
