@@ -72,6 +72,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.config import check_fields, check_range
 from pipeline.log import first_line
+from pipeline.taxonomy import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,8 @@ def explain(result: dict[str, Any]) -> str:
                 "chose the right files, and that each camera shows the person and the manikin "
                 "the whole time.")
     if verdict == "correct":
-        sure = "" if not probs else (f", and it is {_pct(probs[next(iter(probs))])} sure the "
-                                     "compressions are correct")
+        sure = "" if not probs or CLASSES[0] not in probs else (
+            f", and it is {_pct(probs[CLASSES[0]])} sure the compressions are correct")
         return f"The assistant found no mistake{sure}."
     if verdict == "not_sure":
         cands = [c["name"] for c in result.get("candidates") or []]
@@ -346,7 +347,8 @@ STAGE_LABELS = {
 class AssistantAnalyser:
     """The real model: one :class:`assist.assistant.Assistant`, loaded once, behind the
     :class:`Analyser` interface. Its errors become what the server answers: an unreadable file
-    415, a video the run's recipe cannot use 422, anything else a 500 with the reason."""
+    415, a video the run's recipe cannot use 422 (said for a trainer by :func:`plain_problem`),
+    anything else a 500 with the reason."""
 
     def __init__(self, predict_cfg, thumb_height: int = 96):
         from assist.assistant import Assistant
@@ -357,8 +359,12 @@ class AssistantAnalyser:
     def describe(self) -> dict[str, Any]:
         a = self.assistant
         backbones = sorted({r.backbone for r in a.recipes.values()})
+        # calibrated: the page shows "% likely"; otherwise the raw score, named as such
+        kind = ("probability" if a.op.calibrated else
+                "score" if a.head == "bce" else "similarity")
         return {"run": a.run.name, "model": a.run.model_name, "head": a.head,
-                "score_kind": "probability" if a.head == "bce" else "similarity",
+                "score_kind": kind, "calibrated": bool(a.op.calibrated),
+                "input_check": a.ood is not None,
                 "threshold_source": a.threshold_source, "backbone": ", ".join(backbones),
                 "modalities": list(a.recipes), "warnings": list(a.warnings)}
 
@@ -381,9 +387,12 @@ class AssistantAnalyser:
             pred = self.assistant.analyse(videos, views, on_stage=progress,
                                           scratch=videos[0].parent, keep_frames=True)
         except UnreadableVideo as e:
-            raise InputProblem(str(e), status=415) from None
+            where = re.search(r"view(\d)\.", str(e))
+            cam = f"camera {where.group(1)}" if where else "a camera"
+            raise InputProblem(f"The video of {cam} cannot be read as a video: choose a video "
+                               "file such as .mp4 or .avi.", status=415) from None
         except UnusableVideo as e:
-            raise InputProblem(e.reason, status=422) from None
+            raise InputProblem(plain_problem(e.reason, videos, views), status=422) from None
         except PredictError as e:
             raise RuntimeError(e.reason) from e
         out = pred.to_dict()
@@ -467,7 +476,8 @@ class JobStore:
         with self.lock:
             busy = sum(j.status in ("queued", "running") for j in self.jobs.values())
             if busy >= self.max_queue:
-                raise Busy(f"the assistant is busy with {busy} takes; try again in a minute")
+                raise Busy(f"The assistant is busy checking {busy} other session"
+                           f"{'s' if busy != 1 else ''}; try again in a minute.")
             self.jobs[job.id] = job
             self._evict()
         job.future = self.pool.submit(self._work, job, videos)
@@ -495,8 +505,8 @@ class JobStore:
             return True
 
     def _timeout_message(self) -> str:
-        return (f"The analysis took longer than the server's limit of {self.timeout_s:g} s per "
-                "take (job_timeout_s) and was stopped.")
+        return (f"The check took longer than the {self.timeout_s:g} s the server allows per "
+                "session (job_timeout_s) and was stopped: try shorter videos, or fewer cameras.")
 
     def _expire(self, job: Job) -> None:
         if self._finish(job, "failed", 504, error=self._timeout_message()):
@@ -520,11 +530,7 @@ class JobStore:
         try:
             with time_limit(self.timeout_s, "job_timeout_s"):
                 result = self.analyser.analyse(videos, job.views, progress)
-            result["files"] = job.names
-            result["notes"] = plain_notes(result.get("warnings", []))
-            for e in result.get("errors", []):  # plain words for the page
-                if isinstance(e.get("id"), int) and 0 <= e["id"] < len(PLAIN):
-                    e.setdefault("description", PLAIN[e["id"]])
+            finish_result(result, job.names)  # plain words for the page
             outcome = ("done", 200, result, None)
         except Exception as e:  # noqa: BLE001 - one failed take must not stop the server
             if time.monotonic() > deadline:  # whatever broke, the clock stopped it
@@ -535,7 +541,9 @@ class JobStore:
             else:
                 log.exception("job %s failed", job.id)
                 outcome = ("failed", 500, None,
-                           "The analysis failed: " + _scrub(first_line(e), job))
+                           "The check stopped because of a problem inside the assistant, not in "
+                           "your videos. Try again; if it happens again, show this to whoever "
+                           "runs the server: " + _scrub(first_line(e), job))
         finally:
             timer.cancel()
             # the uploads go before the answer does: a client told "done" finds nothing left
@@ -593,16 +601,19 @@ def check_limits(path: Path, cfg: ServeConfig, name: str) -> None:
     megapixel_frames = info.width * info.height * frames / 1e6
     if duration > cfg.max_duration_s:
         raise InputProblem(f"The file {name} is {duration:.0f} s long; the limit is "
-                           f"{cfg.max_duration_s:g} s per video (max_duration_s).", 413)
+                           f"{cfg.max_duration_s:g} s per video (max_duration_s). Cut it to the "
+                           "compressions, or record a shorter clip.", 413)
     if frames > cfg.max_frames:
         shown = f"more than {cfg.max_frames}" if frames == cfg.max_frames + 1 else f"{frames}"
-        raise InputProblem(f"The file {name} has {shown} frames; the limit is "
-                           f"{cfg.max_frames} frames per video (max_frames).", 413)
-    if megapixel_frames > cfg.max_megapixel_frames:
-        raise InputProblem(f"The file {name} is {info.width}x{info.height} pixels x {frames} "
-                           f"frames = {megapixel_frames:,.0f} megapixel-frames; the limit is "
-                           f"{cfg.max_megapixel_frames:,.0f} per video (max_megapixel_frames).",
+        raise InputProblem(f"The file {name} has {shown} pictures (frames); the limit is "
+                           f"{cfg.max_frames} per video (max_frames). Record a shorter clip.",
                            413)
+    if megapixel_frames > cfg.max_megapixel_frames:
+        raise InputProblem(f"The file {name} is too large to check: {frames} pictures of "
+                           f"{info.width}x{info.height} pixels ({megapixel_frames:,.0f} million "
+                           f"pixels in all; the limit is {cfg.max_megapixel_frames:,.0f} per "
+                           "video (max_megapixel_frames)). Record a shorter clip, or at a "
+                           "lower resolution.", 413)
 
 
 # --------------------------------------------------------------------------------------------
@@ -767,11 +778,11 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
         views = views or []
         if not files:
             raise HTTPException(400, "No video was sent: choose 1 to "
-                                     f"{cfg.max_files} videos of one take.")
+                                     f"{cfg.max_files} videos of one session.")
         if len(files) > cfg.max_files:
             raise HTTPException(400, f"{len(files)} files were sent; at most {cfg.max_files} "
-                                     "videos (the camera views of one take) can be checked at "
-                                     "once.")
+                                     "videos (one per camera, all of one session) can be checked "
+                                     "at once.")
         names = [display_name(f.filename) for f in files]
         if not views:
             nums = list(range(1, len(files) + 1))
@@ -817,7 +828,7 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
             store.submit(job, paths)
         except Busy as e:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise HTTPException(503, f"The assistant is busy: {e}.") from None
+            raise HTTPException(503, str(e)) from None
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -839,7 +850,8 @@ def create_app(cfg: ServeConfig, analyser: Analyser | None = None, predict_cfg=N
     def get_job(job_id: str) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
-            raise HTTPException(404, "No such job (finished jobs are kept for a while only).")
+            raise HTTPException(404, "The server no longer knows this check (results are kept "
+                                     "for a while only): check the videos again.")
         return job.public()
 
     @app.post("/predict", summary="Check a take and wait for the result",
@@ -881,21 +893,55 @@ def _save(src, dst: Path) -> None:
 
 def predict_config_for(cfg: ServeConfig, config_path: str | None = None, overrides=()):
     """The assistant's ``[predict]`` config with ``run``/``runs_dir`` taken from ``[serve]``."""
+    from dataclasses import replace
+
     from assist.assistant import PredictConfig
     from pipeline.config import load_stage_config
 
     pc = load_stage_config(PredictConfig, "predict", config_path, list(overrides))
-    from dataclasses import replace
-
     return replace(pc, run=cfg.run or pc.run, runs_dir=cfg.runs_dir)
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """``cprclip serve``'s ``key=value`` items -> (``[serve]`` items, ``[predict]`` items).
+
+    One convention with the stages and ``cprclip predict``: a key of ``[serve]`` (``run`` and
+    ``runs_dir`` included; the server hands them to the assistant) overrides ``[serve]``; a key
+    only ``[predict]`` has (``head``, ``threshold_source``, ``device``, ``bce_threshold``,
+    ``clip_z``) overrides ``[predict]``, as it would after ``cprclip predict VIDEO``. Any other
+    key is a ConfigError that lists both sets."""
+    from dataclasses import fields
+
+    from assist.assistant import PredictConfig
+    from pipeline.config import ConfigError
+
+    serve_keys = {f.name for f in fields(ServeConfig)} | set(ServeConfig.RENAMED)
+    predict_keys = {f.name for f in fields(PredictConfig)} - serve_keys
+    to_serve, to_predict = [], []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key = item.split("=", 1)[0].strip()
+        if key in serve_keys:
+            to_serve.append(item)
+        elif key in predict_keys:
+            to_predict.append(item)
+        else:
+            raise ConfigError(
+                f"override {key} is not a key of [serve] ({', '.join(sorted(serve_keys))}) nor "
+                f"of the assistant's [predict] ({', '.join(sorted(predict_keys))})")
+    return to_serve, to_predict
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipeline.cli import add_config_arguments
 
     add_config_arguments(p)
+    p.epilog = ("key=value overrides [serve] (run, port, max_upload_mb, ...) or, for keys only "
+                "[predict] has, the assistant's settings (head, threshold_source, device, "
+                "bce_threshold, clip_z): e.g. cprclip serve run=runs/bce port=8080 head=bce")
     p.add_argument("--predict-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of [predict] (head, threshold_source, device, ...)")
+                   help="deprecated: write KEY=VALUE (a key of [predict]) like the others")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -904,8 +950,13 @@ def main(args: argparse.Namespace) -> int:
     from assist.assistant import PredictError
     from pipeline.config import load_stage_config
 
-    cfg = load_stage_config(ServeConfig, "serve", args.config, args.overrides)
-    pcfg = predict_config_for(cfg, args.config, args.predict_set)
+    serve_items, predict_items = split_overrides(list(args.overrides))
+    for item in args.predict_set:
+        log.warning("--predict-set is deprecated: write %s as it is (cprclip serve --config %s "
+                    "%s)", item, args.config, item)
+    # the deprecated flag first, so that a plain key=value given too wins
+    cfg = load_stage_config(ServeConfig, "serve", args.config, serve_items)
+    pcfg = predict_config_for(cfg, args.config, [*args.predict_set, *predict_items])
     try:
         app = create_app(cfg, predict_cfg=pcfg)
     except (PredictError, FileNotFoundError, ValueError, RuntimeError) as e:
@@ -915,4 +966,3 @@ def main(args: argparse.Namespace) -> int:
              cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     return 0
-

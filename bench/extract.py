@@ -307,14 +307,9 @@ def _cpu_children() -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipeline.runtime import cpu_model
+
+    cpu = cpu_model()
     gpu = "no GPU"
     try:
         import torch

@@ -44,7 +44,7 @@ from evaluate.operating import Units, choose_operating_point, fallback_point, im
 from evaluate.report import (Entry, best_entry, comparison_rows, decision_rows, pick_examples,
                              text_table, write_report)
 from pipeline.atomic import write_atomic
-from pipeline.config import check_fields, check_range, to_dict
+from pipeline.config import check_fields, check_range, check_seed, to_dict
 from pipeline.features import (FeatureRecipe, FeatureSet, is_random_init, join, read_features,
                                takes_known)
 from pipeline.provenance import code_version, sha256_file
@@ -120,6 +120,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_seed(self)
         check_range(self, "bce_default_threshold", ge=0, le=1)  # a probability
         for key in ("calibration_composite_share", "correct_level", "near_margin"):
             check_range(self, key, ge=0, le=1)

@@ -47,14 +47,14 @@ from extract.decoders import DecodeError, DecoderChoice, init_decode_worker, ope
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
 from extract.transforms import NUM_VIEWS, Crop, spatial_views, stack_flow, to_model_input
-from pipeline.config import (build, check_device, check_fields, check_range, key_error,
-                             to_json)
+from pipeline.config import (build, check_dataset_name, check_device, check_fields, check_range,
+                             check_seed, key_error, to_json)
 from pipeline.features import (FeatureRecipe, FeatureStoreError, ManifestDiff, Modality,
                                ShardWriter, clip_len, consolidate, done_video_ids, feature_path,
                                finetuned_checkpoint_path, read_feature_recipe, read_features,
                                shard_dir, sync_to_manifest)
+from pipeline.lock import LockHeld, release, take_lock
 from pipeline.manifest import ManifestError, VideoRecord, parse_manifest
-from pipeline.paths import name_problem
 from pipeline.runtime import init_distributed, pick_device, resolve_cpu_amp
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,8 @@ class ExtractConfig:
             check_range(self, key, ge=1)
         check_range(self, "workers", ge=0)
         check_range(self, "min_frames", ge=0)
-        # torch.manual_seed takes a signed 64-bit seed: a larger one was a traceback at the first
-        # video; numpy (train) refuses negative ones, so the [common] seed must fit both
-        check_range(self, "seed", ge=0, lt=2**63)
-        problem = name_problem(self.dataset)  # names features/<dataset>/: one folder, inside
-        if problem:
-            raise key_error(self, "dataset", f"{self.dataset!r} {problem}")
+        check_seed(self)
+        check_dataset_name(self)
         check_backbone_input(self)  # modalities and crop, as finetune checks them
         check_checkpoint_template(self)
         check_device(self)
@@ -441,7 +437,7 @@ def run(cfg: ExtractConfig) -> tuple[list[ModalityResult], int]:
     records = _load_records(cfg)
     _make_folder(Path(cfg.features_dir) / cfg.dataset)
     results = []
-    locks: list[int] = []
+    locks: list[int | None] = []
     try:
         # A second run on the same output refuses instead of racing this one's consolidation.
         for m in cfg.modalities:

@@ -8,7 +8,8 @@ from typing import ClassVar, Literal
 
 from extract.backbones import BackboneName, check_backbone_input
 from extract.decoders import DecoderChoice
-from pipeline.config import check_device, check_fields, check_range, key_error
+from pipeline.config import (check_dataset_name, check_device, check_fields, check_range,
+                             check_seed, key_error)
 from pipeline.features import MODALITIES, Modality
 
 # Keys that change how fast a run goes, where files live or how a call behaves, never the
@@ -79,6 +80,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_seed(self)
+        check_dataset_name(self)  # names finetuned/<dataset>/
         for key in ("segments", "crop_size", "short_side", "epochs", "batch_size", "val_every"):
             check_range(self, key, ge=1)
         check_backbone_input(self)  # modalities and crop, as extract checks them

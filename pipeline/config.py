@@ -217,6 +217,22 @@ def check_range(cfg: Any, key: str, *, ge: float | None = None, gt: float | None
     raise key_error(cfg, key, f"must be {want}, got {v!r}")
 
 
+def check_seed(cfg: Any, key: str = "seed") -> None:
+    """A seed every consumer takes: ``torch.manual_seed`` wants a signed 64-bit one (a larger one
+    was a traceback at the first step) and numpy refuses negative ones."""
+    check_range(cfg, key, ge=0, lt=2**63)
+
+
+def check_dataset_name(cfg: Any, key: str = "dataset") -> None:
+    """``dataset`` names a folder (``features/<dataset>/``, ``finetuned/<dataset>/``): one safe
+    folder name, so "../x" or "" cannot write beside or into the parent folder."""
+    from pipeline.paths import name_problem
+
+    problem = name_problem(getattr(cfg, key))
+    if problem:
+        raise key_error(cfg, key, f"{getattr(cfg, key)!r} {problem}")
+
+
 def check_device(cfg: Any, key: str = "device") -> None:
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -- an open set, so not a Literal."""
     v = getattr(cfg, key)

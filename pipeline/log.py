@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -32,10 +33,16 @@ def progress(it: Iterable[T], desc: str = "", total: int | None = None,
                     mininterval=1.0, file=sys.stderr)
 
 
+# Terminal colour and cursor codes (ESC [ ... letter) that some libraries put in messages
+# (torch's weights_only error): garbage in a log file, and a way to hide text on a terminal.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def first_line(e: BaseException | str, limit: int = 300) -> str:
-    """The first line of an error's message, at most ``limit`` characters: what a user is told
-    in place of a traceback. An empty message gives the exception's type name."""
-    text = str(e).strip().splitlines()
+    """The first line of an error's message, at most ``limit`` characters, without terminal
+    codes: what a user is told in place of a traceback. An empty message gives the exception's
+    type name."""
+    text = _ANSI.sub("", str(e)).strip().splitlines()
     if not text:
         return type(e).__name__ if isinstance(e, BaseException) else ""
     line = text[0]

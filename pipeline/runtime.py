@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -131,3 +132,16 @@ def init_distributed(device: torch.device) -> Dist:
     if world > 1:
         return Dist(dist.get_rank(), dist.get_world_size())
     return Dist()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), for benchmark and timing reports."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"

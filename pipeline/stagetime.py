@@ -51,7 +51,7 @@ def read_times(file: Path) -> dict[str, tuple[float, int]]:
 
 
 def table(file: Path) -> str:
-    from pipeline.runtime import cpu_bf16_native, usable_cpus
+    from pipeline.runtime import cpu_bf16_native, cpu_model, usable_cpus
 
     times = read_times(file)
     if not times:
@@ -61,18 +61,8 @@ def table(file: Path) -> str:
         rows.append(f"| {name} | {_fmt(sec)} | {'ok' if rc == 0 else f'exit {rc}'} |")
     total = sum(s for s, _ in times.values())
     rows.append(f"| **total** | **{_fmt(total)}** | |")
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     rows.append("")
-    rows.append(f"machine: {cpu}, {usable_cpus()} usable CPU(s), native bf16: "
+    rows.append(f"machine: {cpu_model()}, {usable_cpus()} usable CPU(s), native bf16: "
                 f"{'yes' if cpu_bf16_native() else 'no'}")
     return "\n".join(rows)
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, check_dataset_name, check_seed
 from pipeline.taxonomy import composite_label_sets
 from synth.render import VIEW_NAMES
 
@@ -35,6 +35,8 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         # checked when built, from TOML or directly in code
+        check_seed(self)
+        check_dataset_name(self)  # names data/<dataset>/
         w, h = self.size
         if w % 2 or h % 2:
             raise ConfigError(f"[synth] resolution {self.resolution!r}: H.264 (yuv420p) needs even "

@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pipeline.config import check_device, check_fields, check_range, key_error
+from pipeline.config import (check_dataset_name, check_device, check_fields, check_range,
+                             check_seed, key_error)
 from pipeline.features import Modality
+from pipeline.paths import name_problem
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class TrainConfig:
 
     # [common]
     dataset: str = "synthetic"
+    # labels, splits and rows come from this manifest when the file exists (joined on video_id),
+    # so a correction there needs no re-extraction; "" = as stored in the feature files
+    manifest: str = ""
     features_dir: str = "features"
     runs_dir: str = "runs"
     seed: int = 0
@@ -49,7 +54,7 @@ class TrainConfig:
 
     # what to train
     models: tuple[ModelName, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
-    run_name: str = ""  # runs/<run_name>/ instead of runs/<model>/ (one model only)
+    run_name: str = ""  # runs/<run_name>/ instead of runs/<model>/ (one model only); a folder name
 
     # optimisation
     epochs: int = 100
@@ -124,10 +129,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_seed(self)
+        check_dataset_name(self)  # names features/<dataset>/
         if not self.models:
             raise key_error(self, "models", f"empty; valid: {', '.join(MODELS)}")
         if self.run_name and len(self.models) != 1:
             raise key_error(self, "run_name", "needs exactly one model in `models`")
+        if self.run_name:  # runs/<run_name>/: one folder inside runs_dir, never "../x"
+            problem = name_problem(self.run_name)
+            if problem:
+                raise key_error(self, "run_name", f"{self.run_name!r} {problem}")
         if not self.modalities:
             raise key_error(self, "modalities", "need at least one (rgb, flow)")
         if len(set(self.modalities)) != len(self.modalities):

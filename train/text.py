@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.log import first_line
 from pipeline.provenance import sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,7 @@ class OpenClipEncoder:
                     model = open_clip.create_model(self.arch, pretrained=self.pretrained or None,
                                                    device=self.device)
                 except Exception as e:  # a hub that cannot be reached, a bad tag or file
-                    raise ValueError(
-                        f"open_clip {self.arch} with pretrained={self.pretrained!r} cannot be "
-                        f"loaded ({type(e).__name__}: {e}); without a reachable hub set "
-                        "text_pretrained to a local checkpoint file") from e
+                    raise ValueError(self._load_error(e)) from e
             model.visual = torch.nn.Identity()  # only the text tower is used
             model.eval().requires_grad_(False)
             if not self.weights_sha256:
@@ -162,6 +160,22 @@ class OpenClipEncoder:
             self._model = model
             self._tokenizer = open_clip.get_tokenizer(self.arch)
         return self._model
+
+    def _load_error(self, e: Exception) -> str:
+        """One line for a failed load: torch's weights_only refusal spans a dozen lines, with
+        terminal codes, and suggests loading the file unsafely; say what it means instead."""
+        import pickle
+
+        if isinstance(e, pickle.UnpicklingError):
+            why = ("it is a pickle holding objects other than tensors; refused, nothing in it "
+                   "was run")
+        else:
+            why = f"{type(e).__name__}: {first_line(e)}"
+        if Path(self.pretrained).is_file():
+            return (f"{self.pretrained}: cannot load it as open_clip {self.arch} weights "
+                    f"(config key text_pretrained): {why}")
+        return (f"open_clip {self.arch} with pretrained={self.pretrained!r} cannot be loaded "
+                f"({why}); without a reachable hub set text_pretrained to a local checkpoint file")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -233,17 +247,26 @@ def cache_file(cache_dir: str | Path, enc: TextEncoder) -> Path:
 
 
 def _read_cache(path: Path, enc: TextEncoder) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
+    """The cached {text: embedding}, or {} when there is none or it cannot be used. The cache only
+    saves encoding time, so a damaged file (cut short, not safetensors, a pickle: safe_open never
+    unpickles) is rebuilt with a warning that names it, never a reason to stop."""
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         return {}
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        if meta.get("encoder") != enc.name or meta.get("weights_sha256") != enc.weights_sha256:
-            log.warning("%s: cache belongs to another encoder; ignoring it", path)
-            return {}
-        emb = f.get_tensor("embeddings")
-    texts = json.loads(meta["texts"])
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            if meta.get("encoder") != enc.name or meta.get("weights_sha256") != enc.weights_sha256:
+                log.warning("%s: cache belongs to another encoder; ignoring it", path)
+                return {}
+            emb = f.get_tensor("embeddings")
+        texts = json.loads(meta["texts"])
+        if not isinstance(texts, list) or emb.ndim != 2:
+            raise ValueError("no list of texts, or embeddings that are not (N, E)")
+    except (SafetensorError, OSError, ValueError, KeyError) as e:  # JSONDecodeError is a ValueError
+        log.warning("%s: damaged prompt-embedding cache (%s); rebuilding it", path, first_line(e))
+        return {}
     if len(texts) != len(emb):
         log.warning("%s: %d texts but %d embeddings; ignoring the cache", path, len(texts), len(emb))
         return {}

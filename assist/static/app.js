@@ -3,7 +3,6 @@
 // innerHTML, so a file name cannot inject markup.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
 const POLL_MS = 400;
 const POLL_LIMIT_MS = 30 * 60 * 1000; // give up polling after 30 minutes
 const chosen = {1: null, 2: null, 3: null, 4: null}; // view -> File
@@ -16,13 +15,6 @@ function $(id) { return document.getElementById(id); }
 function el(tag, attrs, text) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-function svg(tag, attrs, text) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
   if (text !== undefined) e.textContent = text;
   return e;
 }
@@ -175,64 +167,92 @@ function renderStages(stages) {
 
 // --- the result ------------------------------------------------------------------------
 
-// How sure, in words. Probabilities read as percentages; prompt similarities have no fixed
-// scale, so the page says how far above the reporting level the score is, relative to the
-// spread of all 14 scores, and gives the numbers in brackets.
-function howSure(err, kind, res) {
-  if (kind === "probability") return Math.round(100 * err.score) + "% sure";
+// The result's four states (evaluate/decide.py): errors, correct, not_sure, unsuitable. Where
+// the model is calibrated, each class has a probability and the level ("mark") it must reach to
+// be reported; otherwise the page shows the raw score and says it is one.
+
+function pct(x) { return Math.round(100 * x) + "%"; }
+
+function present(x) { return x !== null && x !== undefined && isFinite(x); }
+
+// How sure, in words, for one error or candidate.
+function howSure(err, res) {
+  if (present(err.probability)) {
+    return pct(err.probability) + " likely" +
+      (present(err.mark) ? " (reported from " + pct(err.mark) + ")" : "");
+  }
+  if (res.head === "bce") {
+    return "Score " + Math.round(100 * err.score) + " out of 100 (a ranking, not a chance: " +
+      "this model's scores have not been tuned into chances)";
+  }
+  // Prompt similarities have no fixed scale: how far above the reporting level, relative to the
+  // spread of all 14 scores, with the numbers in brackets.
   const all = Object.values(res.scores);
   const spread = Math.max(...all) - Math.min(...all) || 1;
-  if (err.threshold === null || err.threshold === undefined) {
+  if (!present(err.threshold)) {
     return "Stands out from the other mistakes (match " + err.score.toFixed(3) + ")";
   }
-  const words = (err.score - err.threshold) / spread > 0.15 ? "Clearly above" : "Just above";
+  const gap = (err.score - err.threshold) / spread;
+  const words = gap < 0 ? "Below" : gap > 0.15 ? "Clearly above" : "Just above";
   return words + " the level needed to report it (match " + err.score.toFixed(3) +
     ", needed " + err.threshold.toFixed(3) + ")";
 }
 
+// One mistake (reported, or a candidate) as a list item: name, description, what to do, how sure.
+function mistakeItem(e, res, todoWord) {
+  const li = el("li", {"data-class-id": e.id});
+  li.append(el("span", {class: "name"}, e.name));
+  if (e.description) li.append(" \u2014 " + e.description);
+  const todo = el("span", {class: "todo"});
+  todo.append(el("strong", {}, todoWord), capitalise(e.advice) + ".");
+  li.append(todo, el("span", {class: "how-sure"}, howSure(e, res)));
+  return li;
+}
+
+const HEADINGS = {
+  correct: () => "\u2714 The compressions look correct",
+  not_sure: () => "? Not sure about this session",
+  unsuitable: res => "\u26A0 " + ((res.views || []).length > 1
+    ? "These videos do not look like chest compressions"
+    : "This video does not look like chest compressions"),
+  errors: res => res.errors.length === 1 ? "1 thing to correct"
+    : res.errors.length + " things to correct",
+};
+
 function renderResult(res) {
   lastResult = res;
-  const kind = res.head === "bce" ? "probability" : "similarity";
+  const state = HEADINGS[res.verdict] ? res.verdict
+    : (res.errors.length ? "errors" : res.looks_correct ? "correct" : "not_sure");
   const verdict = $("verdict");
-  const list = $("errors");
-  list.replaceChildren();
+  verdict.textContent = HEADINGS[state](res);
+  verdict.className = state;
+  document.body.dataset.verdict = state;
   const note = $("verdict-note");
-  note.hidden = true;
-  if (res.looks_correct) {
-    verdict.textContent = "\u2714 The compressions look correct";
-    verdict.className = "ok";
-    if (!res.correct_detected) {
-      note.textContent = "The assistant found no mistake, but it is not very sure about this " +
-        "session either. Adding more camera views can help.";
-      note.hidden = false;
-    }
-  } else {
-    const n = res.errors.length;
-    verdict.textContent = n === 1 ? "1 thing to correct" : n + " things to correct";
-    verdict.className = "errors-found";
-    note.textContent = "Most certain first.";
-    note.hidden = false;
-    for (const e of res.errors) {
-      const li = el("li", {"data-class-id": e.id});
-      li.append(el("span", {class: "name"}, e.name));
-      if (e.description) li.append(" \u2014 " + e.description);
-      const todo = el("span", {class: "todo"});
-      todo.append(el("strong", {}, "What to do: "), capitalise(e.advice) + ".");
-      li.append(todo, el("span", {class: "how-sure"}, howSure(e, kind, res)));
-      list.append(li);
-    }
-  }
+  note.textContent = res.explanation || "";
+  note.hidden = !res.explanation;
+  $("errors").replaceChildren(...(state === "errors"
+    ? res.errors.map(e => mistakeItem(e, res, "What to do: ")) : []));
+  // not sure: the closest candidates, for the trainer to watch; errors: those close to the level
+  const cands = state === "errors" || state === "not_sure" ? (res.candidates || []) : [];
+  $("candidates-intro").textContent = state === "not_sure"
+    ? "Closest to being reported (check these yourself):"
+    : "Close to being reported, but not reported:";
+  $("candidates").replaceChildren(...cands.map(e => mistakeItem(e, res, "If you see it: ")));
+  $("candidates-box").hidden = cands.length === 0;
   // Above the mark but left out: they cannot happen together with a reported mistake.
-  const left = $("left-out");
-  left.replaceChildren(...(res.suppressed || []).map(d =>
+  const dropped = state === "errors" ? (res.suppressed || []) : [];
+  $("left-out").replaceChildren(...dropped.map(d =>
     el("li", {}, d.name + ": not reported, because " +
       (d.reason.startsWith("excludes") ? "it " : "") + d.reason + ".")));
-  $("left-out-box").hidden = !(res.suppressed || []).length;
-  const warnings = $("warnings");
-  warnings.replaceChildren(...(res.notes || []).map(w => el("p", {class: "warning"}, "Note: " + w)));
-  renderChart(res, kind);
+  $("left-out-box").hidden = dropped.length === 0;
+  $("warnings").replaceChildren(...(res.notes || []).map(w =>
+    el("p", {class: "warning"}, "Note: " + w)));
+  // A video that is not chest compressions gets no figures: they would mean nothing.
+  $("chart-box").hidden = state === "unsuitable";
+  if (state !== "unsuitable") renderChart(res);
   renderFrames(res);
   $("result").hidden = false;
+  verdict.focus({preventScroll: true});
   verdict.scrollIntoView({behavior: "smooth", block: "start"});
 }
 
@@ -246,7 +266,9 @@ function renderFrames(res) {
     const urls = (res.frames || {})[String(v)] || [];
     const div = el("div", {class: "view-frames"});
     const name = (res.files || [])[i];
-    div.append(el("h4", {}, "Camera " + v + (name ? " \u2014 " + name : "")));
+    const left = ((res.input_check || {}).unsuitable_views || []).includes(v);
+    div.append(el("h4", {}, "Camera " + v + (name ? " \u2014 " + name : "") +
+      (left ? " (left out: it does not look like chest compressions)" : "")));
     const strip = el("div", {class: "strip"});
     urls.forEach((u, k) => strip.append(el("img", {src: u, alt: "Camera " + v + ", moment " + (k + 1)})));
     div.append(strip);
@@ -254,65 +276,69 @@ function renderFrames(res) {
   });
 }
 
-// A horizontal bar per class: its score; reported ones in colour; a black tick marks the level
-// from which a class is reported.
-function renderChart(res, kind) {
+// What the chart shows: calibrated probabilities and their marks where the run has them, else
+// the raw scores and thresholds. Returns {values, marks, lo, hi, label(v), help}.
+function chartScale(res) {
   const names = Object.keys(res.scores);
-  const scores = names.map(n => res.scores[n]);
-  const thr = names.map(n => (res.thresholds || {})[n]);
+  if (res.probabilities) {
+    return {names, values: names.map(n => res.probabilities[n]),
+      marks: names.map(n => (res.marks || {})[n]), lo: 0, hi: 1, label: v => pct(v) + " likely",
+      help: "Each bar is how likely the assistant thinks that mistake is (0 to 100%). Orange " +
+        "bars are the mistakes it reports; the black line is the level a bar must reach to be " +
+        "reported. Pale orange bars passed it but were left out (see above). The green bar is " +
+        "for \u201cno mistake\u201d."};
+  }
+  const values = names.map(n => res.scores[n]);
+  const marks = names.map(n => (res.thresholds || {})[n]);
+  if (res.head === "bce") {
+    return {names, values, marks, lo: 0, hi: 1, label: v => "score " + Math.round(100 * v),
+      help: "Each bar is the model's score for that mistake (0 to 100). This model's scores " +
+        "have not been tuned into chances: a longer bar is more likely, but 80 does not mean " +
+        "80%. Orange bars are the mistakes it reports; the black line is the level a bar must " +
+        "reach to be reported. The green bar is for \u201cno mistake\u201d."};
+  }
+  const known = values.concat(marks.filter(present));
+  let lo = Math.min(...known), hi = Math.max(...known);
+  lo -= 0.05 * (hi - lo); // the lowest bar still shows
+  if (hi - lo < 1e-6) hi = lo + 1;
+  return {names, values, marks, lo, hi, label: v => "match " + v.toFixed(3),
+    help: "Each bar is how well the video matches a description of that mistake (longer is a " +
+      "better match). Orange bars are the mistakes it reports; the black line is the level a " +
+      "bar must reach to be reported. Pale orange bars passed it but were left out (see " +
+      "above). The green bar is for \u201cno mistake\u201d."};
+}
+
+// One row per class: its name and value on a line, the bar below (a phone's width is enough for
+// both at the page's text size). Widths are set through the CSSOM, which the page's
+// Content-Security-Policy allows (it forbids style attributes).
+function renderChart(res) {
+  const c = chartScale(res);
   const reported = new Set(res.errors.map(e => e.name));
   const leftOut = new Set((res.suppressed || []).map(d => d.name));
-  let lo = 0, hi = 1;
-  if (kind !== "probability") {
-    const vals = scores.concat(thr.filter(t => t !== null && t !== undefined));
-    lo = Math.min(...vals);
-    hi = Math.max(...vals);
-    const pad = 0.05 * (hi - lo);  // the lowest bar still shows
-    lo -= pad;
-    if (hi - lo < 1e-6) hi = lo + 1;
-  }
-  $("chart-help").textContent = kind === "probability"
-    ? "Each bar is how sure the assistant is (0 to 100%). Orange bars are the mistakes it " +
-      "reports; the black mark is the level a bar must reach to be reported. Pale orange bars " +
-      "passed the mark but were left out (see above). The green bar is for \u201cno mistake\u201d."
-    : "Each bar is how well the video matches a description of that mistake (longer is a " +
-      "better match). Orange bars are the mistakes it reports; the black mark is the level a bar " +
-      "must reach to be reported. Pale orange bars passed the mark but were left out (see above). " +
-      "The green bar is for \u201cno mistake\u201d.";
-  const rowH = 30, labelW = 250, barW = 520, valW = 90, top = 8;
-  const W = labelW + barW + valW, H = top + rowH * names.length + 30;
-  const s = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img",
-    "aria-label": "Bar chart of the score of each possible mistake"});
-  const x = v => labelW + barW * (v - lo) / (hi - lo);
-  names.forEach((n, i) => {
-    const y = top + i * rowH;
-    const isCorrect = i === 0;
-    const fill = isCorrect ? "#1a7f37"
-      : reported.has(n) ? "#d9730d"
-      : leftOut.has(n) ? "#f2c089" : "#9aa6b2";
-    s.append(svg("text", {x: labelW - 10, y: y + rowH * 0.65, "text-anchor": "end",
-      "font-size": 16, fill: "#1b1f24", "font-weight": reported.has(n) ? 700 : 400},
-      isCorrect ? "No mistake (" + n + ")" : n));
-    // Probabilities grow from 0; similarities from the lowest score, so longer is always more.
-    const x0 = x(lo), x1 = x(scores[i]);
-    s.append(svg("rect", {x: Math.min(x0, x1), y: y + 5, width: Math.max(1, Math.abs(x1 - x0)),
-      height: rowH - 10, rx: 3, fill: fill, "data-class": n}));
-    if (thr[i] !== null && thr[i] !== undefined && isFinite(thr[i])) {
-      const tx = x(Math.min(hi, Math.max(lo, thr[i])));
-      s.append(svg("line", {x1: tx, x2: tx, y1: y + 2, y2: y + rowH - 2, stroke: "#000",
-        "stroke-width": 3}));
+  const frac = v => Math.max(0, Math.min(1, (v - c.lo) / (c.hi - c.lo)));
+  $("chart-help").textContent = c.help;
+  $("chart").replaceChildren(...c.names.map((n, i) => {
+    const kind = i === 0 ? "correct" : reported.has(n) ? "reported"
+      : leftOut.has(n) ? "left-out" : "other";
+    const li = el("li", {class: "bar " + kind, "data-class": n});
+    const head = el("div", {class: "bar-head"});
+    head.append(el("span", {class: "bar-name"}, i === 0 ? "No mistake (" + n + ")" : n),
+      el("span", {class: "bar-value"}, c.label(c.values[i])));
+    const track = el("div", {class: "bar-track", "aria-hidden": "true"});
+    const fill = el("div", {class: "bar-fill"});
+    fill.style.width = (100 * frac(c.values[i])).toFixed(1) + "%";
+    track.append(fill);
+    // "No mistake" is not reported from a level: the verdict decides it (see the heading)
+    if (i > 0 && present(c.marks[i])) {
+      const mark = el("div", {class: "bar-mark"});
+      mark.style.left = (100 * frac(c.marks[i])).toFixed(1) + "%";
+      track.append(mark);
+      head.querySelector(".bar-value").textContent +=
+        " (reported from " + (res.probabilities ? pct(c.marks[i]) : c.label(c.marks[i])) + ")";
     }
-    const label = kind === "probability" ? Math.round(100 * scores[i]) + "%" : scores[i].toFixed(3);
-    s.append(svg("text", {x: labelW + barW + 8, y: y + rowH * 0.65, "font-size": 15,
-      fill: "#4a5561"}, label));
-  });
-  const axisY = top + rowH * names.length + 4;
-  s.append(svg("line", {x1: labelW, x2: labelW + barW, y1: axisY, y2: axisY, stroke: "#4a5561"}));
-  const ends = kind === "probability" ? ["0%", "100%"] : ["weaker match", "stronger match"];
-  s.append(svg("text", {x: labelW, y: axisY + 20, "font-size": 14, fill: "#4a5561"}, ends[0]));
-  s.append(svg("text", {x: labelW + barW, y: axisY + 20, "font-size": 14, "text-anchor": "end",
-    fill: "#4a5561"}, ends[1]));
-  $("chart").replaceChildren(s);
+    li.append(head, track);
+    return li;
+  }));
 }
 
 function download() {

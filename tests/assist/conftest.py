@@ -52,12 +52,16 @@ class StubAnalyser:
       real model;
     - ``analyse``: reports one error whose id depends on the sha256 of the first video, and
       the sha256 of every video under ``sha``; records the paths it got;
-    - ``crash = True`` makes the next ``analyse`` raise; ``gate`` (an Event) makes it wait.
+    - ``crash = True`` makes the next ``analyse`` raise; ``gate`` (an Event) makes it wait;
+    - ``verdict`` ("errors", "correct", "not_sure", "unsuitable") makes it answer as a calibrated
+      assistant with that verdict (:func:`stub_prediction`), 4 real frames per view; None (the
+      default) answers as an analyser older than the verdicts: no ``verdict`` field at all.
     """
 
     def __init__(self):
         self.seen: list[list[Path]] = []
         self.crash = False
+        self.verdict: str | None = None
         self.gate: threading.Event | None = None
         self.entered = threading.Semaphore(0)
 
@@ -94,6 +98,9 @@ class StubAnalyser:
             raise RuntimeError(f"boom while reading {videos[0]}")
         progress("score")
         sha = {str(w): hashlib.sha256(v.read_bytes()).hexdigest() for v, w in zip(videos, views)}
+        if self.verdict is not None:
+            return {**stub_prediction(self.verdict, list(views)), "sha": sha,
+                    "frames": {str(w): stub_frames(v) for v, w in zip(videos, views)}}
         k = 1 + int(sha[str(views[0])], 16) % 13
         scores = {c: (0.9 if i == k else 0.1) for i, c in enumerate(CLASSES)}
         return {"views": list(views), "head": "bce", "errors": [
@@ -102,6 +109,57 @@ class StubAnalyser:
                 "looks_correct": False, "correct_detected": False, "scores": scores,
                 "thresholds": {c: 0.5 for c in CLASSES}, "warnings": [], "sha": sha,
                 "frames": {str(w): [] for w in views}}
+
+
+def stub_prediction(verdict: str, views: list[int]) -> dict:
+    """A calibrated assistant's answer with ``verdict``, made by the real
+    :class:`assist.assistant.Prediction` so that its keys are the assistant's."""
+    from assist.assistant import Detection, Prediction
+    from pipeline.taxonomy import ADVICE, CLASSES
+
+    marks = {c: (None if i == 0 else 0.5 + 0.02 * i) for i, c in enumerate(CLASSES)}
+    probs = {c: 0.04 + 0.01 * i for i, c in enumerate(CLASSES)}
+
+    def det(c: int, p: float) -> Detection:
+        probs[CLASSES[c]] = p
+        return Detection(c, CLASSES[c], 2 * p - 1, 0.1 * c, ADVICE[c], p, marks[CLASSES[c]])
+
+    errors, cands, reason, check = [], [], "", None
+    if verdict == "errors":
+        errors, cands = [det(5, 0.86), det(10, 0.79)], [det(4, 0.49)]
+        probs[CLASSES[0]] = 0.03
+    elif verdict == "correct":
+        probs[CLASSES[0]] = 0.94
+    elif verdict == "not_sure":
+        cands = [det(5, 0.55), det(10, 0.52), det(11, 0.3)]
+        probs[CLASSES[0]] = 0.41
+        reason = "no mistake reached its mark, but Tilting Arms and Insufficient Pressing came close"
+    elif verdict == "unsuitable":
+        reason = ("none of the videos look like the chest-compression videos the model learned "
+                  "from")
+        check = {"limit": 1.0, "ratio": {str(w): 3.5 for w in views},
+                 "unsuitable_views": list(views), "reason": reason, "note": ""}
+    else:
+        raise ValueError(verdict)
+    pred = Prediction(
+        [f"view {w}" for w in views], views, "stub", "stub", "bce", "val (stub)", errors,
+        looks_correct=verdict == "correct", correct_detected=verdict == "correct",
+        scores={c: 2 * p - 1 for c, p in probs.items()},
+        thresholds={c: (None if m is None else 2 * m - 1) for c, m in marks.items()},
+        verdict=verdict, reason=reason, probabilities=probs, marks=marks, candidates=cands,
+        input_check=check)
+    return pred.to_dict()
+
+
+def stub_frames(video: Path, n: int = 4) -> list[str]:
+    """``n`` frames of ``video`` as the JPEG data URLs the real analyser sends."""
+    from assist.server import jpeg_data_urls
+    from extract.decoders import open_video
+
+    with open_video(video, "pyav") as r:
+        idx = np.linspace(0, r.num_frames - 1, n).round().astype(int)
+        frames = r.get(idx)
+    return jpeg_data_urls(frames, 96)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The HTTP API of `cprclip serve` with a stub model: forms, bad input, isolation, clean-up."""
+"""The HTTP API of `cprclip serve` with a stub model: forms, bad input, isolation, clean-up, the
+four verdicts, the trainer's wording, and the `cprclip serve` command line."""
 from __future__ import annotations
 
 import hashlib
@@ -7,10 +8,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from assist.server import ServeConfig, display_name
+from assist.server import (ServeConfig, display_name, explain, plain_notes, plain_problem,
+                           split_overrides)
 from pipeline.config import ConfigError, load_stage_config
+from pipeline.taxonomy import CLASSES, NUM_CLASSES
+
+# engineer's words that a trainer must never read on the page
+JARGON = ("mark", "calibrat", "threshold", "z-score", "cprclip", "thresholds.json", "flow frames",
+          "min_frames", "ood", "fallback")
 
 
 def upload(paths, names=None):
@@ -208,7 +216,8 @@ def test_a_crash_is_a_500_and_the_server_goes_on(stub_server, clips):
     r = client.post("/predict", files=upload(clips[:1]))
     assert r.status_code == 500
     detail = r.json()["detail"]
-    assert detail.startswith("The analysis failed: boom") and "view 1 (clip0.mp4)" in detail
+    assert detail.startswith("The check stopped because of a problem inside the assistant")
+    assert "try again" in detail.lower() and "boom" in detail and "view 1 (clip0.mp4)" in detail
     assert str(app.state.tmp_root) not in detail
     assert leftovers(app) == []
     # the same through a job: the failure is recorded on the job
@@ -264,10 +273,201 @@ def test_old_key_workers_still_works_and_names_its_new_spelling(caplog):
         load_stage_config(ServeConfig, "serve", None, ["colour=red"])
 
 
-def test_cli_refuses_a_missing_run(tmp_path, capfd):
+def test_cli_refuses_a_missing_run_and_lists_the_runs_there(tmp_path, capfd, monkeypatch):
+    """Issue 17: `run=runs/nope` was reported as `runs/runs/nope`, without the runs there are."""
     from pipeline.cli import main as cli_main
 
-    rc = cli_main(["serve", f"runs_dir={tmp_path}", "run=nope", "port=0"])
+    config = Path("configs/synthetic.toml").resolve()
+    for name in ("bce", "cpr_clip_plus"):  # what makes a folder a trained run: its checkpoint
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "checkpoint.safetensors").write_bytes(b"")
+    (tmp_path / "runs" / "unfinished").mkdir()
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main(["serve", "--config", str(config), "runs_dir=runs", "run=runs/nope", "port=0"])
     assert rc == 1
     err = capfd.readouterr().err
-    assert "cannot start" in err and "nope" in err
+    assert "cannot start" in err and "run runs/nope not found" in err, err
+    assert "runs/runs/nope" not in err
+    assert "trained runs under runs: bce, cpr_clip_plus" in err, err
+
+
+# --- the four verdicts ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("verdict", ["errors", "correct", "not_sure", "unsuitable"])
+def test_each_verdict_reaches_the_page_with_its_fields(stub_server, clips, verdict):
+    from test_assistant import PREDICT_JSON_KEYS
+
+    client, stub, app = stub_server()
+    stub.verdict = verdict
+    r = client.post("/predict", files=upload(clips), data={"views": ["1", "2", "3", "4"]})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert set(PREDICT_JSON_KEYS) <= set(res)  # the assistant's answer, passed through
+    assert res["verdict"] == verdict and res["views"] == [1, 2, 3, 4]
+    assert res["looks_correct"] == (verdict == "correct")
+    assert bool(res["errors"]) == (verdict == "errors")
+    assert list(res["probabilities"]) == list(CLASSES) and list(res["marks"]) == list(CLASSES)
+    for e in res["errors"] + res["candidates"]:  # calibrated: each says how likely it is
+        assert 0 <= e["probability"] <= 1 and 0 < e["mark"] < 1
+        assert e["description"] and e["advice"]  # plain words added by the server
+    assert [len(res["frames"][v]) for v in "1234"] == [4, 4, 4, 4]
+    text = res["explanation"]
+    assert not any(j in text.lower() for j in JARGON), text
+    if verdict == "unsuitable":
+        assert res["errors"] == [] and res["candidates"] == []
+        assert "do not look like" in text and "lists no mistakes" in text
+        assert res["input_check"]["unsuitable_views"] == [1, 2, 3, 4]
+    elif verdict == "not_sure":
+        assert [c["name"] for c in res["candidates"]] == [
+            "Tilting Arms", "Insufficient Pressing", "Slow Frequency"]
+        assert "came close" in text and "Tilting Arms" in text
+        assert "camera views" not in text  # all four were given: no advice to add more
+    elif verdict == "correct":
+        assert text == "The assistant found no mistake, and it is 94% sure the compressions are correct."
+    assert leftovers(app) == []
+
+
+def test_an_analyser_without_verdicts_still_gets_one(stub_server, clips):
+    client, stub, _ = stub_server()  # the stub's default answer has no verdict field
+    res = client.post("/predict", files=upload(clips[:1])).json()
+    assert res["verdict"] == "errors" and res["errors"] and res["explanation"] == ""
+
+
+def test_health_says_whether_the_scores_are_probabilities():
+    """describe()'s score_kind is "probability" only for a calibrated operating point."""
+    from types import SimpleNamespace
+
+    from assist.server import AssistantAnalyser
+    from evaluate.decide import OperatingPoint
+
+    def kind(head, calibrated):
+        op = OperatingPoint(head, "test", np.full(NUM_CLASSES, 0.5),
+                            calibration=object() if calibrated else None)
+        a = AssistantAnalyser.__new__(AssistantAnalyser)
+        a.assistant = SimpleNamespace(
+            op=op, head=head, ood=None, recipes={}, threshold_source="val", warnings=[],
+            run=SimpleNamespace(name="r", model_name="m"))
+        d = a.describe()
+        assert d["calibrated"] is calibrated and d["input_check"] is False
+        return d["score_kind"]
+
+    assert kind("bce", True) == "probability" and kind("clip", True) == "probability"
+    assert kind("bce", False) == "score" and kind("clip", False) == "similarity"
+
+
+def _decided(scores, op, views=(1,)):
+    """A result as the server builds it, from the real decision rule."""
+    from evaluate.decide import decide
+
+    d = decide(np.asarray(scores, float), op)
+    probs = None if d.probabilities is None else dict(zip(CLASSES, d.probabilities.tolist()))
+    return {"verdict": d.verdict, "reason": d.reason, "probabilities": probs,
+            "views": list(views), "errors": [{"name": CLASSES[c]} for c in d.errors],
+            "candidates": [{"name": CLASSES[c]} for c in d.candidates]}
+
+
+def test_every_not_sure_reason_of_the_rule_is_said_without_jargon():
+    """Each branch of evaluate.decide's "not sure" (uncalibrated, an error near its level, a low
+    "Correct") and "correct", through explain(): no engineer's word reaches the page. If decide
+    words a reason differently, this fails rather than the page printing it."""
+    from evaluate.calibration import Calibration
+    from evaluate.decide import OperatingPoint
+
+    ident = Calibration("isotonic", "identity", (True,) * NUM_CLASSES,
+                        tuple({"x": [0.0, 1.0], "y": [0.0, 1.0]} for _ in range(NUM_CLASSES)))
+    op = OperatingPoint("bce", "t", np.full(NUM_CLASSES, 0.5), ident, correct_level=0.8)
+    near = np.full(NUM_CLASSES, 0.1)
+    near[[0, 5]] = [0.9, 0.45]  # Tilting Arms just under its level
+    low = np.full(NUM_CLASSES, 0.1)
+    low[0] = 0.6  # nothing near, but "Correct" only 60 % (it needs 80 %)
+    sure = np.full(NUM_CLASSES, 0.1)
+    sure[0] = 0.93
+    raw = OperatingPoint("bce", "fixed", np.full(NUM_CLASSES, 0.5))  # not calibrated
+    cases = {
+        "near": (_decided(near, op, (1, 2)), ["came close", "Tilting Arms", "other camera views"]),
+        "low": (_decided(low, op, (1, 2, 3, 4)), ["only 60% sure", "needs 80%"]),
+        "raw": (_decided(near, raw), ["not been tuned", "cannot confirm"]),
+        "correct": (_decided(sure, op), ["found no mistake", "93% sure"]),
+    }
+    for name, (res, words) in cases.items():
+        text = explain(res)
+        assert res["verdict"] == ("correct" if name == "correct" else "not_sure"), name
+        assert all(w in text for w in words), (name, text)
+        assert not any(j in text.lower() for j in JARGON), (name, text)
+
+
+def test_every_kind_of_assistant_warning_becomes_a_trainer_note(tmp_path):
+    """The warnings Assistant.load can give (made here by the real code where it can be)."""
+    import json
+
+    from assist.assistant import PredictConfig, load_operating_point
+    from evaluate.decide import SYNTHETIC_NOTE
+
+    _, _, _, missing = load_operating_point(tmp_path, "bce", PredictConfig(), None)
+    (tmp_path / "thresholds.json").write_text(json.dumps(
+        {"heads": {"bce": {"values": [0.5] * NUM_CLASSES}}}))
+    _, _, _, old = load_operating_point(tmp_path, "bce", PredictConfig(), None)
+    random = ("run r was trained on rgb features from a RANDOMLY initialised backbone "
+              "(tsn_r18): its advice is a demo, not a judgement of real CPR")
+    warnings = [*missing, *old, random, SYNTHETIC_NOTE]
+    assert len(warnings) >= 5, warnings
+    notes = plain_notes(warnings)
+    for n in notes:
+        assert not any(j in n.lower() for j in JARGON), n
+    text = " ".join(notes)
+    assert "demonstration model" in text and "computer-made" in text
+    assert "cannot tell whether a video shows chest compressions" in text
+    assert "not been tuned" in text
+    assert plain_notes(["something new"]) == ["something new"]  # unknown: said, not hidden
+
+
+def test_a_too_short_video_is_said_in_seconds(clips):
+    videos = list(clips[:2])  # 12 frames at 25 fps
+    msg = plain_problem("/tmp/x/take-1/view2.flow.mp4: too few flow frames (4 < 7)", videos, [1, 2])
+    assert msg == ("The video of camera 2 is too short to judge the motion: record at least "
+                   "0.3 seconds of compressions.")
+    msg = plain_problem("/tmp/x/view1.video: too few frames (3 < min_frames 50)", videos, [1, 2])
+    assert msg == ("The video of camera 1 is too short to be checked: record at least 2 seconds "
+                   "of compressions.")
+    msg = plain_problem("/tmp/x/view2.video: a crop larger than the frame", videos, [1, 2])
+    assert msg.startswith("The video of camera 2 cannot be used (a crop larger than the frame)")
+    for m in (msg,):
+        assert "/tmp" not in m
+
+
+# --- `cprclip serve` takes key=value like the stages --------------------------------------------
+
+def test_serve_overrides_split_between_serve_and_predict():
+    serve, predict = split_overrides(["port=9000", "head=bce", "run=runs/bce", "device=cpu",
+                                      "workers=2", "threshold_source=fixed"])
+    assert serve == ["port=9000", "run=runs/bce", "workers=2"]
+    assert predict == ["head=bce", "device=cpu", "threshold_source=fixed"]
+    with pytest.raises(ConfigError, match=r"colour.*\[serve\].*max_upload_mb.*\[predict\].*head"):
+        split_overrides(["colour=red"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        split_overrides(["head"])
+
+
+def test_serve_cli_hands_predict_keys_to_the_assistant(monkeypatch, caplog):
+    """`cprclip serve head=bce` and the old `--predict-set head=bce` (with a warning naming the
+    new form) reach the assistant's config; a wrong value is one config error."""
+    import assist.server as S
+    from pipeline.cli import main as cli_main
+
+    got = {}
+
+    def fake_app(cfg, analyser=None, predict_cfg=None):
+        got["serve"], got["predict"] = cfg, predict_cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(S, "create_app", fake_app)
+    assert cli_main(["serve", "port=0", "head=bce", "threshold_source=fixed", "run=x"]) == 1
+    assert got["predict"].head == "bce" and got["predict"].threshold_source == "fixed"
+    assert got["predict"].run == "x" and got["serve"].run == "x" and got["serve"].port == 0
+    with caplog.at_level("WARNING"):
+        assert cli_main(["serve", "--predict-set", "head=clip", "port=0"]) == 1
+    assert got["predict"].head == "clip"
+    assert "--predict-set is deprecated: write head=clip" in caplog.text
+    assert cli_main(["serve", "--predict-set", "head=clip", "head=bce", "port=0"]) == 1
+    assert got["predict"].head == "bce"  # the new form wins
+    assert cli_main(["serve", "head=banana", "port=0"]) == 2  # a config error, one line

@@ -199,7 +199,9 @@ def _lavfi(path, source: str):
 def not_cpr(tmp_path_factory):
     """A black video, FFmpeg's test pattern, and a clip of something else (noise and a moving
     square), each the size and length of the tiny run's videos."""
-    from conftest import write_video
+    from assist_conftest import load
+
+    write_video = load().write_video
 
     root = tmp_path_factory.mktemp("not_cpr")
     return {"black": _lavfi(root / "black.mp4", "color=c=black:"),

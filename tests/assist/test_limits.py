@@ -269,7 +269,9 @@ def test_uploads_of_a_killed_server_are_removed_at_the_next_start(tmp_path, monk
         assert line, "the server did not start"
         return p, Path(line)
 
-    from conftest import StubAnalyser
+    from assist_conftest import load
+
+    StubAnalyser = load().StubAnalyser
 
     killed, killed_root = start()
     running, running_root = start()
