@@ -185,11 +185,23 @@ class Prediction:
 # --- choosing the run, head and thresholds --------------------------------------------------
 
 def _metrics(run_dir: Path) -> dict | None:
+    """The run's metrics.json, or None: absent, unreadable, or made for another checkpoint than
+    the run's current one (a retrained run: its figures say nothing about the new weights)."""
     p = run_dir / "metrics.json"
     try:
-        return json.loads(p.read_text())
+        metrics = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(metrics, dict):
+        return None
+    want = ((metrics.get("checkpoint") or {}).get("sha256")
+            or (metrics.get("provenance") or {}).get("checkpoint_sha256"))
+    ckpt = run_dir / "checkpoint.safetensors"
+    if want and ckpt.is_file() and sha256_file(ckpt) != want:
+        log.warning("%s was made for checkpoint sha256 %s, not the run's current one; ignoring it "
+                    "(run 'cprclip eval' again)", p, want[:12])
+        return None
+    return metrics
 
 
 def _val_map(metrics: dict | None, head: str) -> float:
@@ -202,7 +214,8 @@ def _val_map(metrics: dict | None, head: str) -> float:
 
 def trained_runs(root: Path) -> list[str]:
     """The names of the folders under ``root`` that hold a trained run (a checkpoint)."""
-    return sorted(d.name for d in root.glob("*/") if (d / "checkpoint.safetensors").is_file())
+    return sorted(d.name for d in root.glob("*/")  # hidden: train's work in progress
+                  if not d.name.startswith(".") and (d / "checkpoint.safetensors").is_file())
 
 
 def _runs_there(root: Path) -> str:

@@ -952,8 +952,8 @@ def main(args: argparse.Namespace) -> int:
 
     serve_items, predict_items = split_overrides(list(args.overrides))
     for item in args.predict_set:
-        log.warning("--predict-set is deprecated: write %s as it is (cprclip serve --config %s "
-                    "%s)", item, args.config, item)
+        log.warning("--predict-set is deprecated: write %s as a plain key=value (cprclip serve "
+                    "--config %s %s)", item, args.config, item)
     # the deprecated flag first, so that a plain key=value given too wins
     cfg = load_stage_config(ServeConfig, "serve", args.config, serve_items)
     pcfg = predict_config_for(cfg, args.config, [*args.predict_set, *predict_items])

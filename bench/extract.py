@@ -32,7 +32,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics

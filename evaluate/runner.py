@@ -162,8 +162,9 @@ def find_runs(cfg: EvalConfig) -> list[Path]:
         return out
     if not root.is_dir():
         raise EvalError(f"runs_dir {root} does not exist; run 'cprclip train' first")
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and p.name not in cfg.exclude and has_checkpoint(p))
+    # hidden folders are train's work in progress (.<name>.new/), never a run to report
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name not in cfg.exclude and has_checkpoint(p))
 
 
 @functools.lru_cache(maxsize=32)
@@ -458,6 +459,8 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
     provenance = _provenance(run, run_dir, ckpt_sha, recipes, synthetic)
     result: dict[str, Any] = {
         "run": name, "model": run.model_name, "run_dir": str(run_dir),
+        # the checkpoint these figures are for; predict ignores them for another one
+        "checkpoint": {"path": ckpt.name, "sha256": ckpt_sha},
         "eval_config": to_dict(cfg), "code_version": code_version(),
         "feature_files": files, "warnings": warnings, "provenance": provenance,
         "classes": list(CLASSES), "heads": {}, "ood": ood_info,

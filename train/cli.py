@@ -16,15 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pipeline.lock import LockHeld
+    from pipeline.log import first_line
     from train.config import TrainConfig
     from train.loop import train_all
 
     cfg = load_stage_config(TrainConfig, "train", args.config, args.overrides)
     try:
         results = train_all(cfg, args.config)
-    except (OSError, ValueError, KeyError) as e:  # OSError: e.g. a full disk
+    except (OSError, ValueError, KeyError, LockHeld) as e:  # OSError: e.g. a full disk
         where = "" if not isinstance(e, OSError) or e.filename else f" (writing under {cfg.runs_dir})"
-        log.error("train: %s%s", e, where)
+        log.error("train: %s%s", first_line(e), where)
         return 1
     for r in results:
         val = r.get("val/mAP")

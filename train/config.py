@@ -133,12 +133,12 @@ class TrainConfig:
         check_dataset_name(self)  # names features/<dataset>/
         if not self.models:
             raise key_error(self, "models", f"empty; valid: {', '.join(MODELS)}")
-        if self.run_name and len(self.models) != 1:
-            raise key_error(self, "run_name", "needs exactly one model in `models`")
         if self.run_name:  # runs/<run_name>/: one folder inside runs_dir, never "../x"
             problem = name_problem(self.run_name)
             if problem:
                 raise key_error(self, "run_name", f"{self.run_name!r} {problem}")
+        if self.run_name and len(self.models) != 1:
+            raise key_error(self, "run_name", "needs exactly one model in `models`")
         if not self.modalities:
             raise key_error(self, "modalities", "need at least one (rgb, flow)")
         if len(set(self.modalities)) != len(self.modalities):

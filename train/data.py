@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.features import FeatureStoreError, feature_path, join, read_features
+from pipeline.features import (FeatureStoreError, align_to_manifest, feature_path, join,
+                               read_features)
 from pipeline.provenance import sha256_file
 from pipeline.taxonomy import CORRECT, ERROR_IDS, NUM_CLASSES, is_valid_label_set
 
@@ -66,10 +67,14 @@ def concat_modalities(features: dict[str, np.ndarray], modalities: tuple[str, ..
 
 
 def load_rows(features_dir: str | Path, dataset: str, backbone: str | dict[str, str],
-              segments: int, modalities: tuple[str, ...]
+              segments: int, modalities: tuple[str, ...], manifest: str | Path = ""
               ) -> tuple[FeatureRows, np.ndarray, dict[str, Any]]:
     """All rows of the feature files of ``modalities``, joined on video_id. ``backbone``: one
     name for every modality, or ``{modality: name}``.
+
+    When the ``manifest`` file exists, the rows follow it (pipeline.features.align_to_manifest):
+    labels, splits, takes and views are the manifest's, and rows it no longer lists are left
+    out, so a correction there needs no re-extraction. Without one, rows are as stored.
 
     Returns the rows, their (N,) split names, and provenance ``{modality: {path, sha256, attrs}}``.
     """
@@ -78,6 +83,9 @@ def load_rows(features_dir: str | Path, dataset: str, backbone: str | dict[str, 
         name = backbone[m] if isinstance(backbone, dict) else backbone
         path = feature_path(features_dir, dataset, name, m, segments)
         sets.append(read_features(path, expect={"modality": m, "segments": segments}))
+    records = _manifest_records(manifest)
+    if records is not None:
+        sets = [align_to_manifest(s, records) for s in sets]
     base = sets[0]
     for other in sets[1:]:
         base, _ = join(base, other)
@@ -94,6 +102,21 @@ def load_rows(features_dir: str | Path, dataset: str, backbone: str | dict[str, 
     provenance = {m: {"path": str(s.path), "sha256": sha256_file(s.path), "attrs": dict(s.attrs)}
                   for m, s in zip(modalities, sets)}
     return rows, base.split, provenance
+
+
+def _manifest_records(manifest: str | Path) -> list | None:
+    """The manifest's records (read once for every modality), or None without a manifest file.
+    A manifest that does not parse is an error naming its row (pipeline.manifest)."""
+    if not manifest:
+        return None
+    if not Path(manifest).is_file():
+        log.warning("manifest %s not found: labels and splits are those stored in the feature "
+                    "files", manifest)
+        return None
+    from pipeline.manifest import load_manifest
+
+    # the videos need not be here: train reads features only
+    return load_manifest(manifest, check_files=False, allow_outside_root=True)
 
 
 def split_rows(rows: FeatureRows, split: np.ndarray) -> tuple[FeatureRows, FeatureRows]:

@@ -9,6 +9,13 @@ encoder, prompt set), ``checkpoint.safetensors`` (final weights + test-prompt em
 events under ``tensorboard/``; ``metrics.jsonl``, ``tensorboard/`` and the ``resume`` rule are
 the run convention every trainer shares (:mod:`pipeline.runs`).
 
+A run folder has one writer: ``runs/.<name>.lock`` (:mod:`pipeline.lock`), so a second
+``train`` on it refuses, naming the pid that holds it. Retraining over a finished run never
+leaves the run without a model: the new run is written beside it, in ``runs/.<name>.new/``, and
+swapped in by rename once its checkpoint is complete. The old run goes with everything eval
+wrote into it (thresholds.json, metrics.json: they belong to the old checkpoint). A killed or
+stopped retrain stays in ``.<name>.new/``, where ``resume`` finds it.
+
 Determinism: the head is initialised from ``seed``; each epoch's samples come from
 ``rng([seed, epoch])`` and its dropout masks from ``torch.manual_seed(f(seed, epoch))``; the
 learning rate is a pure function of the position in training. So a run resumed from
@@ -19,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +37,9 @@ import numpy as np
 import torch
 
 from pipeline.config import to_dict
+from pipeline.lock import release, take_lock
 from pipeline.log import progress
+from pipeline.paths import safe_child
 from pipeline.provenance import code_version, sha256_file
 from pipeline.runs import (METRICS_NAME, MetricsLog, SavedState, fingerprint, open_tensorboard,
                            read_state, resume_after)
@@ -47,6 +58,12 @@ log = logging.getLogger(__name__)
 
 # Keys that may differ between an interrupted run and its resumption.
 RUN_CONTROL_KEYS = ("resume", "stop_after_epoch", "models", "device", "num_threads", "val_every")
+# Where files live, not what the weights follow from: the features' and the manifest's content
+# is in the identity as sha256, a cache only saves time. "runs" and "/abs/runs/" are one place.
+WHERE_KEYS = ("runs_dir", "features_dir", "text_cache_dir", "manifest")
+# Paths that do name what is computed (a text model's folder or weights file) are compared
+# resolved, so a relative and an absolute spelling of one file agree.
+PATH_KEYS = ("text_model", "text_pretrained")
 
 
 @dataclass
@@ -76,6 +93,7 @@ class Prepared:
     provenance: dict[str, Any]
     label_sets: list[tuple[int, ...]]
     text: TextBank | None
+    manifest: dict[str, str] | None = None  # {path, sha256} of the manifest the rows follow
 
 
 def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str,
@@ -114,7 +132,7 @@ def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device:
 
 def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     rows, split, provenance = load_rows(cfg.features_dir, cfg.dataset, cfg.backbones, cfg.segments,
-                                        tuple(cfg.modalities))
+                                        tuple(cfg.modalities), cfg.manifest)
     train, val = split_rows(rows, split)
     log.info("features: %d train singles, %d val rows, T=%d, D=%s", len(train), len(val),
              train.features.shape[1], "+".join(map(str, train.dims)))
@@ -127,7 +145,10 @@ def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     text = None
     if any(MODELS[m].clip for m in cfg.models):
         text = build_text_bank(cfg, label_sets, device)
-    return Prepared(train, val, provenance, label_sets, text)
+    manifest = None
+    if cfg.manifest and Path(cfg.manifest).is_file():
+        manifest = {"path": str(Path(cfg.manifest).resolve()), "sha256": sha256_file(cfg.manifest)}
+    return Prepared(train, val, provenance, label_sets, text, manifest)
 
 
 def mean_ap(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -168,18 +189,36 @@ def head_args(cfg: TrainConfig, model_name: str, prep: Prepared) -> HeadArgs:
 
 
 def run_dir_for(cfg: TrainConfig, model_name: str) -> Path:
-    return Path(cfg.runs_dir) / (cfg.run_name or model_name)
+    """``runs_dir/<run_name or model>``: one folder inside runs_dir (pipeline.paths)."""
+    return safe_child(cfg.runs_dir, cfg.run_name or model_name)
+
+
+def _staging(run_dir: Path) -> Path:
+    """Where a retrain over a finished run is written until it is complete."""
+    return run_dir.with_name(f".{run_dir.name}.new")
+
+
+def _retired(run_dir: Path) -> Path:
+    """Where the old run waits, for an instant, while the new one is renamed into place."""
+    return run_dir.with_name(f".{run_dir.name}.old")
 
 
 def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg_dict.items() if k not in RUN_CONTROL_KEYS}
+    out = {k: v for k, v in cfg_dict.items() if k not in RUN_CONTROL_KEYS + WHERE_KEYS}
+    for k in PATH_KEYS:
+        v = out.get(k)
+        if isinstance(v, str) and v and Path(v).exists():
+            out[k] = str(Path(v).resolve())
+    return out
 
 
-def run_identity(cfg_dict: dict[str, Any], model_name: str,
-                 features: dict[str, str] | None) -> dict[str, Any]:
-    """What a run's weights follow from (pipeline.runs): the config less the run-control keys,
-    the model, and the sha256 of each feature file."""
-    return {"config": _comparable(cfg_dict), "model_name": model_name, "features": features}
+def run_identity(cfg_dict: dict[str, Any], model_name: str, features: dict[str, str] | None,
+                 manifest: str | None = None) -> dict[str, Any]:
+    """What a run's weights follow from (pipeline.runs): the config less the run-control and
+    where-files-live keys, the model, the sha256 of each feature file and of the manifest
+    whose labels and splits the rows follow (None: as stored in the feature files)."""
+    return {"config": _comparable(cfg_dict), "model_name": model_name, "features": features,
+            "manifest": manifest}
 
 
 def _saved(last: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> SavedState | None:
@@ -187,8 +226,80 @@ def _saved(last: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Saved
     if last is None:
         return None
     meta = last[1]
-    identity = run_identity(meta["config"], meta["model_name"], meta.get("features"))
+    identity = run_identity(meta["config"], meta["model_name"], meta.get("features"),
+                            meta.get("manifest"))
     return SavedState(int(meta["epoch"]), fingerprint(identity), identity)
+
+
+def _complete(run_dir: Path) -> bool:
+    """A finished run: its checkpoint is written and config.json says so (written after it)."""
+    try:
+        record = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(record, dict) and record.get("finished")
+                and (run_dir / "checkpoint.safetensors").is_file())
+
+
+def _mend_swap(run_dir: Path) -> None:
+    """Finish a swap a kill interrupted between its two renames (see :func:`_swap_in`)."""
+    old, new = _retired(run_dir), _staging(run_dir)
+    if not old.exists():
+        return
+    if not run_dir.exists():
+        src = new if _complete(new) else old
+        log.warning("%s: a retrain was stopped while it replaced the run; putting %s in place",
+                    run_dir, "the new run" if src == new else "the old run back")
+        os.rename(src, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap_in(new: Path, run_dir: Path) -> None:
+    """Replace ``run_dir`` by the complete run in ``new``: two renames, so at no point is there
+    a half-written run under the name (only an instant with none; :func:`_mend_swap`)."""
+    old = _retired(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(run_dir, old)
+    os.rename(new, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _lock_run(run_dir: Path) -> int | None:
+    """One writer per run folder; the lock lives beside it, so it survives the swap."""
+    return take_lock(run_dir.with_name(f".{run_dir.name}.lock"),
+                     f"run {run_dir}: another 'cprclip train' (pid {{pid}}) is training it; "
+                     "wait for it to finish, or set another run_name")
+
+
+def _place(cfg: TrainConfig, run_dir: Path, identity: dict[str, Any]
+           ) -> tuple[Path, int, tuple[dict[str, torch.Tensor], dict[str, Any]] | None]:
+    """Where this call trains, the epoch it continues after, and the state it continues from.
+
+    A retrain in ``.<name>.new/`` is the latest attempt: ``resume`` continues it when it can,
+    otherwise it is dropped. Then the run folder's own state (an interrupted first training, or
+    a finished run resumed). Training anew over a finished run goes to ``.<name>.new/``.
+    """
+    new = _staging(run_dir)
+    if (new / "last.safetensors").is_file():
+        last = read_state(cfg.resume, new / "last.safetensors", ckpt.load)
+        start = resume_after(cfg.resume, _saved(last), identity, new, cfg.epochs)
+        if start:
+            return new, start, last
+    if new.exists():
+        shutil.rmtree(new)  # a retrain this call does not continue (the finished run is intact)
+    last = read_state(cfg.resume, run_dir / "last.safetensors", ckpt.load)
+    start = resume_after(cfg.resume, _saved(last), identity, run_dir, cfg.epochs)
+    if start:
+        return run_dir, start, last
+    if (run_dir / "checkpoint.safetensors").is_file():
+        log.info("%s: training anew in %s; the finished run stays until the new one is complete",
+                 run_dir, new)
+        new.mkdir(parents=True)
+        return new, 0, None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("last.safetensors", "checkpoint.safetensors", "config.json", "prompts.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    return run_dir, 0, None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -265,10 +376,20 @@ def run_epoch(model: VideoHead, opt: torch.optim.Optimizer, cfg: TrainConfig, sp
 def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
               config_path: str | None = None) -> dict[str, Any]:
     """Train one model into its run folder; returns a summary (name, dir, epochs, last val)."""
+    run_dir = run_dir_for(cfg, model_name)
+    lock = _lock_run(run_dir)
+    try:
+        return _train_locked(cfg, model_name, prep, config_path, run_dir)
+    finally:
+        release(lock)
+
+
+def _train_locked(cfg: TrainConfig, model_name: str, prep: Prepared, config_path: str | None,
+                  run_dir: Path) -> dict[str, Any]:
+    """:func:`train_one` once the run's lock is held."""
+    _mend_swap(run_dir)
     spec = MODELS[model_name]
     device = pick_device(cfg.device)
-    out = run_dir_for(cfg, model_name)
-    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
     args = head_args(cfg, model_name, prep)
     text = prep.text if spec.clip else None
@@ -281,26 +402,23 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
     opt = make_optimizer(cfg, params)
 
     # The run convention of pipeline/runs.py: resume rule, metrics.jsonl, tensorboard/.
-    last_path = out / "last.safetensors"
     feats = {m: v["sha256"] for m, v in prep.provenance.items()}
-    last = read_state(cfg.resume, last_path, ckpt.load)
-    start = resume_after(cfg.resume, _saved(last), run_identity(cfg_dict, model_name, feats), out,
-                         cfg.epochs)
+    manifest_sha = prep.manifest["sha256"] if prep.manifest else None
+    out, start, last = _place(cfg, run_dir,
+                              run_identity(cfg_dict, model_name, feats, manifest_sha))
+    last_path = out / "last.safetensors"
     if start:
         tensors, meta = last
         model.load_state_dict(ckpt.strip_prefix(tensors, "model."))
         # CPU tensors: load_state_dict moves moments to each param's device and keeps `step` as is
         ckpt.load_optimizer(opt, tensors, meta["param_groups"])
-    else:
-        for name in ("last.safetensors", "checkpoint.safetensors", "config.json", "prompts.json"):
-            (out / name).unlink(missing_ok=True)
     del last
     metrics = MetricsLog(out / METRICS_NAME)
     metrics.start(start)
 
     record = {
         "model_name": model_name, "config": cfg_dict, "config_file": config_path,
-        "model_args": args.to_dict(), "features": prep.provenance,
+        "model_args": args.to_dict(), "features": prep.provenance, "manifest": prep.manifest,
         "text_encoder": text.encoder if text else None,
         "prompts": {"kinds": list(text.kinds), "combine": text.combine, "wordings": NUM_WORDINGS,
                     "test": {CLASSES[i]: list(p) for i, p in enumerate(text.test_texts)}} if text else None,
@@ -365,8 +483,8 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
                 opt_t, groups = ckpt.optimizer_tensors(opt)
                 ckpt.save(last_path, {**ckpt.with_prefix(model.state_dict(), "model."), **opt_t},
                           {"epoch": done, "param_groups": groups, "config": cfg_dict,
-                           "model_name": model_name,
-                           "features": {m: v["sha256"] for m, v in prep.provenance.items()}})
+                           "model_name": model_name, "features": feats,
+                           "manifest": manifest_sha})
     finally:
         writer.close()
         torch.use_deterministic_algorithms(det_before)
@@ -388,6 +506,13 @@ def train_one(cfg: TrainConfig, model_name: str, prep: Prepared,
     record.update({"finished": finished, "epochs_done": stop, "final_val": last_val,
                    "train_seconds_this_call": round(seconds, 2)})
     _write_json(out / "config.json", record)
+    if out != run_dir:
+        if finished:
+            _swap_in(out, run_dir)
+            out = run_dir
+        else:
+            log.info("%s: the retrain stopped in %s; the finished run is untouched until it "
+                     "completes (resume=true continues it)", run_dir, out)
     log.info("%s: %s after %d epoch(s) in %.1fs; val %s -> %s", model_name,
              "finished" if finished else "stopped", stop, seconds,
              {k: round(v, 4) for k, v in last_val.items()}, out)
@@ -403,5 +528,14 @@ def train_all(cfg: TrainConfig, config_path: str | None = None) -> list[dict[str
     device = pick_device(cfg.device)
     log.info("training %s on %s, %d torch thread(s)", ", ".join(cfg.models), device,
              torch.get_num_threads())
-    prep = prepare(cfg, str(device))
-    return [train_one(cfg, m, prep, config_path) for m in cfg.models]
+    # Every run's lock first: a second train on one of them refuses before reading anything.
+    runs = {m: run_dir_for(cfg, m) for m in cfg.models}
+    locks: list[int | None] = []
+    try:
+        for run_dir in runs.values():
+            locks.append(_lock_run(run_dir))
+        prep = prepare(cfg, str(device))
+        return [_train_locked(cfg, m, prep, config_path, runs[m]) for m in cfg.models]
+    finally:
+        for fd in locks:
+            release(fd)

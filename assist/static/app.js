@@ -225,7 +225,7 @@ function renderResult(res) {
     : (res.errors.length ? "errors" : res.looks_correct ? "correct" : "not_sure");
   const verdict = $("verdict");
   verdict.textContent = HEADINGS[state](res);
-  verdict.className = state;
+  verdict.className = "verdict-" + state;
   document.body.dataset.verdict = state;
   const note = $("verdict-note");
   note.textContent = res.explanation || "";
@@ -266,7 +266,9 @@ function renderFrames(res) {
     const urls = (res.frames || {})[String(v)] || [];
     const div = el("div", {class: "view-frames"});
     const name = (res.files || [])[i];
-    const left = ((res.input_check || {}).unsuitable_views || []).includes(v);
+    // a view left out of a verdict that rests on the others (all out: the heading says it)
+    const left = res.verdict !== "unsuitable" &&
+      ((res.input_check || {}).unsuitable_views || []).includes(v);
     div.append(el("h4", {}, "Camera " + v + (name ? " \u2014 " + name : "") +
       (left ? " (left out: it does not look like chest compressions)" : "")));
     const strip = el("div", {class: "strip"});
@@ -283,6 +285,7 @@ function chartScale(res) {
   if (res.probabilities) {
     return {names, values: names.map(n => res.probabilities[n]),
       marks: names.map(n => (res.marks || {})[n]), lo: 0, hi: 1, label: v => pct(v) + " likely",
+      title: "How likely each possible mistake is",
       help: "Each bar is how likely the assistant thinks that mistake is (0 to 100%). Orange " +
         "bars are the mistakes it reports; the black line is the level a bar must reach to be " +
         "reported. Pale orange bars passed it but were left out (see above). The green bar is " +
@@ -292,6 +295,7 @@ function chartScale(res) {
   const marks = names.map(n => (res.thresholds || {})[n]);
   if (res.head === "bce") {
     return {names, values, marks, lo: 0, hi: 1, label: v => "score " + Math.round(100 * v),
+      title: "The model's score for each possible mistake",
       help: "Each bar is the model's score for that mistake (0 to 100). This model's scores " +
         "have not been tuned into chances: a longer bar is more likely, but 80 does not mean " +
         "80%. Orange bars are the mistakes it reports; the black line is the level a bar must " +
@@ -302,6 +306,7 @@ function chartScale(res) {
   lo -= 0.05 * (hi - lo); // the lowest bar still shows
   if (hi - lo < 1e-6) hi = lo + 1;
   return {names, values, marks, lo, hi, label: v => "match " + v.toFixed(3),
+      title: "How well the video matches each possible mistake",
     help: "Each bar is how well the video matches a description of that mistake (longer is a " +
       "better match). Orange bars are the mistakes it reports; the black line is the level a " +
       "bar must reach to be reported. Pale orange bars passed it but were left out (see " +
@@ -316,6 +321,7 @@ function renderChart(res) {
   const reported = new Set(res.errors.map(e => e.name));
   const leftOut = new Set((res.suppressed || []).map(d => d.name));
   const frac = v => Math.max(0, Math.min(1, (v - c.lo) / (c.hi - c.lo)));
+  $("chart-title").textContent = c.title;
   $("chart-help").textContent = c.help;
   $("chart").replaceChildren(...c.names.map((n, i) => {
     const kind = i === 0 ? "correct" : reported.has(n) ? "reported"

@@ -31,7 +31,10 @@ def find_chromium() -> str | None:
 
 
 class Chromium:
-    def __init__(self, profile: Path, width: int = 1200, height: int = 900, timeout: float = 30):
+    def __init__(self, profile: Path, width: int = 1200, height: int = 900, timeout: float = 30,
+                 mobile: bool = False):
+        """``mobile``: emulate a phone of that width (the page's viewport tag applies, and
+        scrollbars overlay the page instead of taking its width)."""
         import websocket  # websocket-client
 
         exe = find_chromium()
@@ -50,7 +53,7 @@ class Chromium:
             for domain in ("Page", "Runtime", "DOM", "Log"):
                 self.send(f"{domain}.enable")
             self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                      deviceScaleFactor=1, mobile=False)
+                      deviceScaleFactor=1, mobile=mobile)
         except BaseException:
             self.close()
             raise
@@ -121,6 +124,52 @@ class Chromium:
         if not node:
             raise RuntimeError(f"no element {selector}")
         self.send("DOM.setFileInputFiles", nodeId=node,
+                  files=[str(Path(p).resolve()) for p in paths])
+
+    # key -> (code, Windows virtual key code, text it types)
+    KEYS = {"Tab": ("Tab", 9, ""), "Enter": ("Enter", 13, "\r"), " ": ("Space", 32, " ")}
+
+    def press(self, key: str, shift: bool = False) -> None:
+        """Press and release ``key`` (Tab, Enter or " ") as a user would: trusted key events,
+        so Tab moves the focus and Space/Enter activate the focused control."""
+        code, vk, text = self.KEYS[key]
+        mods = 8 if shift else 0
+        common = dict(key=key, code=code, windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk,
+                      modifiers=mods)
+        self.send("Input.dispatchKeyEvent", type="keyDown", text=text, **common)
+        self.send("Input.dispatchKeyEvent", type="keyUp", **common)
+
+    def intercept_file_chooser(self) -> None:
+        """From now on, a file chooser the page opens is reported (:meth:`answer_file_chooser`)
+        instead of shown."""
+        self.send("Page.setInterceptFileChooserDialog", enabled=True)
+
+    def wait_event(self, method: str, timeout: float = 10) -> dict:
+        """The params of the next (or an already received) DevTools event ``method``."""
+        t0 = time.time()
+        while True:
+            for i, e in enumerate(self.events):
+                if e.get("method") == method:
+                    return self.events.pop(i)["params"]
+            left = timeout - (time.time() - t0)
+            if left <= 0:
+                raise TimeoutError(f"no {method} in {timeout} s")
+            import websocket
+
+            before = self.ws.gettimeout()
+            self.ws.settimeout(left)
+            try:
+                self.events.append(json.loads(self.ws.recv()))
+            except websocket.WebSocketTimeoutException:
+                pass  # the loop says which event never came
+            finally:
+                self.ws.settimeout(before)
+
+    def answer_file_chooser(self, paths: list[Path], timeout: float = 10) -> None:
+        """Choose ``paths`` in the file chooser the page opened (after
+        :meth:`intercept_file_chooser`); TimeoutError when none opened."""
+        opened = self.wait_event("Page.fileChooserOpened", timeout)
+        self.send("DOM.setFileInputFiles", backendNodeId=opened["backendNodeId"],
                   files=[str(Path(p).resolve()) for p in paths])
 
     def screenshot(self, path: Path) -> Path:

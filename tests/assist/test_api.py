@@ -448,7 +448,7 @@ def test_serve_overrides_split_between_serve_and_predict():
         split_overrides(["head"])
 
 
-def test_serve_cli_hands_predict_keys_to_the_assistant(monkeypatch, caplog):
+def test_serve_cli_hands_predict_keys_to_the_assistant(monkeypatch, capfd):
     """`cprclip serve head=bce` and the old `--predict-set head=bce` (with a warning naming the
     new form) reach the assistant's config; a wrong value is one config error."""
     import assist.server as S
@@ -464,10 +464,10 @@ def test_serve_cli_hands_predict_keys_to_the_assistant(monkeypatch, caplog):
     assert cli_main(["serve", "port=0", "head=bce", "threshold_source=fixed", "run=x"]) == 1
     assert got["predict"].head == "bce" and got["predict"].threshold_source == "fixed"
     assert got["predict"].run == "x" and got["serve"].run == "x" and got["serve"].port == 0
-    with caplog.at_level("WARNING"):
-        assert cli_main(["serve", "--predict-set", "head=clip", "port=0"]) == 1
+    capfd.readouterr()
+    assert cli_main(["serve", "--predict-set", "head=clip", "port=0"]) == 1
     assert got["predict"].head == "clip"
-    assert "--predict-set is deprecated: write head=clip" in caplog.text
+    assert "--predict-set is deprecated: write head=clip as a plain key=value" in capfd.readouterr().err
     assert cli_main(["serve", "--predict-set", "head=clip", "head=bce", "port=0"]) == 1
     assert got["predict"].head == "bce"  # the new form wins
     assert cli_main(["serve", "head=banana", "port=0"]) == 2  # a config error, one line

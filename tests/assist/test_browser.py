@@ -1,13 +1,23 @@
-"""End to end: the page in headless Chromium against a live server on 127.0.0.1 and a real run.
+"""End to end: the page in headless Chromium against a live server on 127.0.0.1.
 
-A person's steps: open the page, try a file that is not a video (a clear message), choose the
-two views of a demo take, press the button, wait for the result, read the error list. The
-screenshot goes to test-artifacts/serve_result.png (and to $CPRCLIP_DOCS_SCREENSHOT if set).
+- With a real (tiny) run: a person's steps: open the page, try a file that is not a video (a
+  clear message), choose the two views of a demo take, press the button, wait for the result,
+  read it; it is what the API says for the same take.
+- With the stub model, whose verdict the test chooses: a four-view take in each of the four
+  states (errors, correct, not sure with the closest candidates, unsuitable input with no
+  error list); the page at a 390 px phone width (no sideways scrolling, chart labels >= 12 px);
+  keyboard use (Tab reaches the four upload boxes, each shows a focus ring; Space opens the
+  file chooser; Enter on the button checks the take).
+
+Screenshots go to test-artifacts/: serve_real_run.png (the real run; copied to
+$CPRCLIP_DOCS_SCREENSHOT when set), serve_<state>.png, serve_result.png and serve_phone.png (the
+stub's four-view result; copied into the folder $CPRCLIP_DOCS_IMG when set).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -20,6 +30,8 @@ from assist.server import ServeConfig, create_app
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+READY = "document.body && document.body.dataset.ready === '1'"
+RESULT_SHOWN = "!document.getElementById('result').hidden"
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +48,10 @@ def browser_ready():
         pytest.skip("browser test skipped: websocket-client is not installed (make setup)")
 
 
-@pytest.fixture(scope="module")
-def live_server(browser_ready, tiny_run):
-    """uvicorn on 127.0.0.1 on a free port, in a thread; stopped after the module."""
+def serve(app):
+    """uvicorn on 127.0.0.1 on a free port, in a thread: yields the base URL, then stops."""
     import uvicorn
 
-    app = create_app(ServeConfig(runs_dir=str(tiny_run["runs"]), run="cpr_clip_plus"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -50,9 +60,30 @@ def live_server(browser_ready, tiny_run):
         assert time.time() - t0 < 30 and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def live_server(browser_ready, tiny_run):
+    """The real tiny run behind a live server; stopped after the module."""
+    app = create_app(ServeConfig(runs_dir=str(tiny_run["runs"]), run="cpr_clip_plus"))
+    for base in serve(app):
+        yield base, app
+
+
+@pytest.fixture(scope="module")
+def stub_live(browser_ready):
+    """The stub model (its ``verdict`` set by each test) behind a live server."""
+    from conftest import StubAnalyser
+
+    stub = StubAnalyser()
+    app = create_app(ServeConfig(max_upload_mb=5.0), analyser=stub)
+    for base in serve(app):
+        yield base, stub, app
 
 
 def api_predict(base: str, paths: list[Path]) -> dict:
@@ -80,7 +111,7 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
     not_video = tmp_path / "notes.txt"
     not_video.write_text("not a video\n" * 20)
     with Chromium(tmp_path / "profile", width=1200, height=900) as b:
-        b.open(base + "/", ready="document.body && document.body.dataset.ready === '1'")
+        b.open(base + "/", ready=READY)
         assert "cpr_clip_plus" in b.eval("document.getElementById('model-info').textContent")
         assert b.eval("document.getElementById('analyse').disabled") is True
 
@@ -112,6 +143,9 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
         verdict = b.eval("document.getElementById('verdict').textContent")
         expected = api_predict(base, take)
         assert shown == [e["name"] for e in expected["errors"]]
+        assert b.eval("document.body.dataset.verdict") == expected["verdict"]
+        # the run was never evaluated: uncalibrated, so never "correct", and no "% likely"
+        assert expected["verdict"] in ("errors", "not_sure"), expected["verdict"]
         if expected["errors"]:
             n = len(expected["errors"])
             assert verdict == (f"{n} thing to correct" if n == 1 else f"{n} things to correct")
@@ -119,8 +153,10 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
                           ".map(e => e.textContent)")
             assert todo[0] == "What to do: " + expected["errors"][0]["advice"].capitalize() + "."
         else:
-            assert "look correct" in verdict
-        assert b.eval("document.querySelectorAll('#chart rect').length") == 14
+            assert verdict == "? Not sure about this session"
+            assert "not been tuned" in b.eval("document.getElementById('verdict-note').textContent")
+        assert not re.search(r"\d+% likely", b.eval("document.getElementById('result').innerText"))
+        assert b.eval("document.querySelectorAll('#chart .bar').length") == 14
         assert b.eval("[...document.querySelectorAll('#frames .strip')]"
                       ".map(s => s.querySelectorAll('img').length)") == [4, 4]
         assert b.eval("[...document.querySelectorAll('#frames img')]"
@@ -128,7 +164,7 @@ def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
         assert b.console_errors() == [], b.console_errors()
 
         # 4. the screenshot
-        shot = b.screenshot(ARTIFACTS / "serve_result.png")
+        shot = b.screenshot(ARTIFACTS / "serve_real_run.png")
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("CPRCLIP_DOCS_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["CPRCLIP_DOCS_SCREENSHOT"])
@@ -148,3 +184,171 @@ def test_no_docs_page_only_the_schema(live_server):
     with urllib.request.urlopen(base + "/openapi.json", timeout=10) as r:
         schema = json.load(r)
     assert "/predict" in schema["paths"] and "/docs" not in schema["paths"]
+
+
+# --- the four states, the phone, the keyboard (stub model) --------------------------------------
+
+def check_take(b, clips, views=(1, 2, 3, 4)):
+    """Choose ``clips`` as ``views``, press the button, wait for the result."""
+    b.eval("document.getElementById('again').click()")  # a fresh page state
+    for v, clip in zip(views, clips):
+        b.set_files(f"#view{v}-input", [clip])
+    b.eval("document.getElementById('analyse').click()")
+    b.wait(RESULT_SHOWN, 60, poll=0.1)
+
+
+def texts(b, selector: str) -> list[str]:
+    return b.eval(f"[...document.querySelectorAll('{selector}')].map(e => e.textContent)")
+
+
+def shown(b, element_id: str) -> bool:
+    """The element and every ancestor are not hidden."""
+    return b.eval(f"(() => {{ let e = document.getElementById('{element_id}');"
+                  " for (; e; e = e.parentElement) if (e.hidden) return false; return true; })()")
+
+
+def test_four_views_in_each_state(stub_live, clips, tmp_path):
+    from chromium_cdp import Chromium
+
+    base, stub, app = stub_live
+    with Chromium(tmp_path / "profile", width=1200, height=900) as b:
+        b.open(base + "/", ready=READY)
+        for state in ("errors", "correct", "not_sure", "unsuitable"):
+            stub.verdict = state
+            check_take(b, clips)
+            assert b.eval("document.body.dataset.verdict") == state
+            heading = b.eval("document.getElementById('verdict').textContent")
+            note = b.eval("document.getElementById('verdict-note').textContent")
+            assert texts(b, "#frames h4") == [f"Camera {v} \u2014 clip{v - 1}.mp4"
+                                               for v in (1, 2, 3, 4)]
+            assert b.eval("[...document.querySelectorAll('#frames .strip')]"
+                          ".map(s => s.querySelectorAll('img').length)") == [4, 4, 4, 4]
+            if state == "errors":
+                assert heading == "2 things to correct"
+                assert texts(b, "#errors li .name") == ["Tilting Arms", "Insufficient Pressing"]
+                # the calibrated probability and its level, never the raw score
+                assert texts(b, "#errors li .how-sure") == [
+                    "86% likely (reported from 60%)", "79% likely (reported from 70%)"]
+                assert shown(b, "candidates-box") and texts(b, "#candidates li .name") == [
+                    "Bending Arms"]
+                bars = b.eval("[...document.querySelectorAll('#chart .bar')].map(e => "
+                              "[e.dataset.class, e.className, e.querySelector('.bar-value')"
+                              ".textContent, e.querySelector('.bar-fill').getBoundingClientRect().width /"
+                              " e.querySelector('.bar-track').getBoundingClientRect().width])")
+                assert len(bars) == 14
+                tilt = next(x for x in bars if x[0] == "Tilting Arms")
+                assert tilt[1] == "bar reported" and abs(tilt[3] - 0.86) < 0.01  # the probability
+                assert tilt[2] == "86% likely (reported from 60%)"
+                assert b.eval("document.querySelectorAll('#chart .bar-mark').length") == 13
+            elif state == "correct":
+                assert heading == "\u2714 The compressions look correct"
+                assert "94% sure" in note
+                assert texts(b, "#errors li") == [] and not shown(b, "candidates-box")
+            elif state == "not_sure":
+                assert heading == "? Not sure about this session"
+                assert "came close" in note and "Tilting Arms" in note
+                assert texts(b, "#errors li") == []
+                assert shown(b, "candidates-box")
+                assert texts(b, "#candidates li .name") == [
+                    "Tilting Arms", "Insufficient Pressing", "Slow Frequency"]
+                assert texts(b, "#candidates li .how-sure")[0] == "55% likely (reported from 60%)"
+                assert "Closest to being reported" in b.eval(
+                    "document.getElementById('candidates-intro').textContent")
+            else:
+                assert heading == "\u26A0 These videos do not look like chest compressions"
+                assert "lists no mistakes" in note
+                assert texts(b, "#errors li") == [] and not shown(b, "candidates-box")
+                assert not shown(b, "chart-box")  # no figures for a video that is not CPR
+                assert not re.search(r"\d+% likely", b.eval("document.getElementById('result').innerText"))
+            assert shown(b, "chart-box") == (state != "unsuitable")
+            assert b.console_errors() == [], b.console_errors()
+            b.screenshot(ARTIFACTS / f"serve_{state}.png")
+        stub.verdict = "errors"
+        check_take(b, clips)
+        shot = b.screenshot(ARTIFACTS / "serve_result.png")
+    assert shot.stat().st_size > 10_000
+    _to_docs(shot)
+    assert list(Path(app.state.tmp_root).rglob("*")) == []
+
+
+def test_phone_width_keeps_the_chart_readable(stub_live, clips, tmp_path):
+    """Issue 17: at 390 px the chart's labels shrank to ~7 px."""
+    from chromium_cdp import Chromium
+
+    base, stub, _ = stub_live
+    stub.verdict = "errors"
+    with Chromium(tmp_path / "profile", width=390, height=844, mobile=True) as b:
+        b.open(base + "/", ready=READY)
+        check_take(b, clips)
+        assert b.eval("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        sizes = b.eval("[...document.querySelectorAll('#chart .bar-name, #chart .bar-value, "
+                       "#errors li, #verdict-note, .warning, #chart-help')]"
+                       ".map(e => parseFloat(getComputedStyle(e).fontSize))")
+        assert len(sizes) >= 28 and min(sizes) >= 12, sizes
+        # every label is inside the page, and every bar is wide enough to compare
+        boxes = b.eval("[...document.querySelectorAll('#chart .bar-name, #chart .bar-value')]"
+                       ".map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; })")
+        assert all(0 <= left and right <= 390 for left, right in boxes), boxes
+        tracks = b.eval("[...document.querySelectorAll('#chart .bar-track')]"
+                        ".map(e => e.getBoundingClientRect().width)")
+        assert len(tracks) == 14 and min(tracks) >= 300, tracks
+        assert b.console_errors() == [], b.console_errors()
+        shot = b.screenshot(ARTIFACTS / "serve_phone.png")
+    _to_docs(shot)
+
+
+FOCUS_RING = ("(() => { const s = getComputedStyle(%s);"
+              " const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2;"
+              " return outline || (s.boxShadow && s.boxShadow !== 'none'); })()")
+
+
+def test_keyboard_reaches_the_upload_boxes_with_a_visible_ring(stub_live, clips, tmp_path):
+    from chromium_cdp import Chromium
+
+    base, stub, _ = stub_live
+    stub.verdict = "errors"
+    with Chromium(tmp_path / "profile", width=1200, height=900) as b:
+        b.open(base + "/", ready=READY)
+        b.intercept_file_chooser()
+        slot = "document.getElementById('slot%d')"
+        for v in (1, 2, 3, 4):  # Tab goes from box to box (the button is still disabled)
+            b.press("Tab")
+            assert b.eval("document.activeElement.id") == f"view{v}-input"
+            assert b.eval(FOCUS_RING % (slot % v)), f"no focus ring on camera box {v}"
+            others = [w for w in (1, 2, 3, 4) if w != v]
+            assert not any(b.eval(FOCUS_RING % (slot % w)) for w in others), \
+                "a box without the focus shows the ring"
+        b.screenshot(ARTIFACTS / "serve_focus.png")  # the ring on camera box 4
+        b.press("Tab", shift=True)
+        b.press("Tab", shift=True)
+        b.press("Tab", shift=True)
+        assert b.eval("document.activeElement.id") == "view1-input"
+        # Space opens the file chooser of the focused box; the chosen file fills the box
+        b.press(" ")
+        b.answer_file_chooser([clips[0]])
+        b.wait("document.getElementById('slot1').classList.contains('filled')", 10)
+        b.press("Tab")  # the box's Remove button, now shown, then the next box
+        assert b.eval("document.activeElement.className") == "remove"
+        assert b.eval(FOCUS_RING % "document.activeElement")
+        b.press("Tab")
+        assert b.eval("document.activeElement.id") == "view2-input"
+        b.press("Enter")  # Enter opens it too
+        b.answer_file_chooser([clips[1]])
+        b.wait("document.getElementById('slot2').classList.contains('filled')", 10)
+        for _ in range(8):  # on to the button, past the remaining boxes
+            b.press("Tab")
+            if b.eval("document.activeElement.id") == "analyse":
+                break
+        assert b.eval("document.activeElement.id") == "analyse"
+        assert b.eval(FOCUS_RING % "document.activeElement"), "no focus ring on the button"
+        b.press("Enter")
+        b.wait(RESULT_SHOWN, 60, poll=0.1)
+        # the result's heading takes the focus, so a screen reader reads the verdict next
+        assert b.eval("document.activeElement.id") == "verdict"
+        assert b.eval("document.getElementById('verdict').textContent") == "2 things to correct"
+        assert b.console_errors() == [], b.console_errors()
+
+
+def _to_docs(shot: Path) -> None:
+    if os.environ.get("CPRCLIP_DOCS_IMG"):
+        shutil.copyfile(shot, Path(os.environ["CPRCLIP_DOCS_IMG"]) / shot.name)

@@ -37,7 +37,10 @@ def test_predict_matches_the_assistant(real_client, tiny_run):
     assert list(res["scores"]) == list(CLASSES)
     for e in res["errors"]:
         assert e["advice"] == ADVICE[e["id"]] and e["name"] == CLASSES[e["id"]]
-    assert res["looks_correct"] == (not res["errors"])
+    assert res["looks_correct"] == (res["verdict"] == "correct")
+    assert res["verdict"] in ("errors", "correct", "not_sure", "unsuitable")
+    if res["verdict"] != "errors":  # not sure or unsuitable: no error list
+        assert res["errors"] == []
     # the sampled frames: 4 segments per view, each a real JPEG
     for v in ("1", "2"):
         assert len(res["frames"][v]) == 4
@@ -48,10 +51,16 @@ def test_predict_matches_the_assistant(real_client, tiny_run):
     np.testing.assert_allclose([res["scores"][c] for c in CLASSES],
                                [ref.scores[c] for c in CLASSES], rtol=1e-5, atol=1e-6)
     assert [e["id"] for e in res["errors"]] == [d.id for d in ref.errors]
+    assert res["verdict"] == ref.verdict and res["reason"] == ref.reason
+    assert [c["id"] for c in res["candidates"]] == [d.id for d in ref.candidates]
+    # never evaluated: no calibration, so the page shows raw scores and never says "correct"
+    assert res["probabilities"] is None and res["verdict"] != "correct"
+    assert client.get("/health").json()["score_kind"] in ("score", "similarity")
     np.testing.assert_allclose([res["per_view_scores"][v] for v in ("1", "2")],
                                ref.per_view_scores, rtol=1e-5, atol=1e-6)
     # the page's answer is predict's JSON plus the keys only the page needs
-    assert set(res) == set(ref.to_dict()) | {"frames", "per_view_scores", "files", "notes"}
+    assert set(res) == set(ref.to_dict()) | {"frames", "per_view_scores", "files", "notes",
+                                             "explanation"}
     assert res["videos"] == ["view 1", "view 2"]  # never the server's temporary paths
     assert list(Path(app.state.tmp_root).rglob("*")) == []  # videos and flow removed
 

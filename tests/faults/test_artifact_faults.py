@@ -235,3 +235,34 @@ def test_predict_executes_nothing_derived_from_a_file_name(pipe, tmp_path, monke
 
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
+
+
+def test_a_retrained_run_never_serves_the_old_runs_eval(pipe, tmp_path, capsys, monkeypatch):
+    """Issue 16, item 4: eval's thresholds.json and metrics.json name the checkpoint they were
+    computed for; a retrain replaces the run folder whole, so they go with the old weights, and
+    a metrics.json of another checkpoint put back by hand is ignored by predict, with a warning
+    (thresholds.json of another checkpoint: refused, evaluate.decide.read_thresholds)."""
+    import shutil
+
+    from assist.assistant import _metrics
+    from pipeline.provenance import sha256_file
+
+    monkeypatch.chdir(tmp_path)
+    p = _copy(pipe, tmp_path)
+    assert main(["eval", "--config", str(p["cfg"]), "--run", "cpr_clip_plus"]) == 0
+    sha = sha256_file(p["run"] / "checkpoint.safetensors")
+    metrics = json.loads((p["run"] / "metrics.json").read_text())
+    assert metrics["checkpoint"]["sha256"] == sha
+    assert json.loads((p["run"] / "thresholds.json").read_text())["checkpoint"]["sha256"] == sha
+    assert _metrics(p["run"]) is not None
+    shutil.copy(p["run"] / "metrics.json", tmp_path / "old_metrics.json")
+
+    capsys.readouterr()
+    assert main(["train", *TRAIN(p["cfg"], "lr=0.005")]) == 0
+    assert sha256_file(p["run"] / "checkpoint.safetensors") != sha
+    assert not (p["run"] / "metrics.json").exists()
+    assert not (p["run"] / "thresholds.json").exists()
+    shutil.copy(tmp_path / "old_metrics.json", p["run"] / "metrics.json")
+    capsys.readouterr()
+    assert _metrics(p["run"]) is None
+    assert "was made for checkpoint sha256" in capsys.readouterr().err

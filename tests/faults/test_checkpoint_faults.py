@@ -210,15 +210,9 @@ def test_a_broken_resume_state_is_one_line(pipe, tmp_path, capsys, monkeypatch, 
 
 CACHE = {k: RUN[k] for k in ("truncated", "random_bytes", "pickle_payload", "empty_file",
                              "a_folder")}
-# Follow-ups in train/ (another area): strict, so that the fix there flips them to a failure
-# that says "remove this marker".
-TRAIN_TEXT_CACHE = pytest.mark.xfail(strict=True, reason=(
-    "train/text.py _read_cache: safe_open raises SafetensorError (traceback) on a damaged cache "
-    "file; it should warn naming the file and rebuild, or refuse in one line"))
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=() if c == "a_folder" else
-                                               TRAIN_TEXT_CACHE) for c in sorted(CACHE)])
+@pytest.mark.parametrize("case", sorted(CACHE))
 def test_a_broken_text_cache_is_one_line_or_rebuilt(pipe, tmp_path, capsys, monkeypatch, case):
     """The cache only saves encoding time: train may rebuild it (saying so, naming the file) or
     refuse it in one line; never a traceback, never an unpickled payload."""
@@ -239,10 +233,7 @@ def test_a_broken_text_cache_is_one_line_or_rebuilt(pipe, tmp_path, capsys, monk
         assert (p["root"] / "runs" / "again" / "checkpoint.safetensors").is_file()
 
 
-@pytest.mark.parametrize("case", [pytest.param("pickle_payload", marks=pytest.mark.xfail(
-    strict=True, reason="train/text.py OpenClipEncoder._load puts torch's whole multi-line "
-    "weights_only message (with terminal colour codes) in its ValueError; it should be "
-    "pipeline.log.first_line of it, without the codes")), "random_bytes"])
+@pytest.mark.parametrize("case", ["pickle_payload", "random_bytes"])
 def test_broken_text_model_weights_are_one_line(pipe, tmp_path, capsys, monkeypatch, case):
     """open_clip's text tower from a local file (text_pretrained=PATH)."""
     pytest.importorskip("open_clip")

@@ -73,6 +73,40 @@ def test_second_extract_on_the_same_output_refuses_and_readers_see_only_complete
     assert f"0 extracted, {n} already done" in capsys.readouterr().out
 
 
+def test_second_train_on_the_same_run_refuses(tmp_path, capsys):
+    """Issue 16, item 5: before, two trains on one run had no lock; the first crashed and the
+    run's metrics.jsonl mixed both. Now the second refuses in one line naming the run and the
+    first one's pid, and the first finishes with one row per epoch."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "tests" / "faults"))
+    from test_interrupt import _features
+
+    _features(tmp_path / "features")
+    cfg = write_config(tmp_path)
+    args = ["train", "--config", str(cfg), "backbone=toy", "segments=4", "modalities=rgb",
+            "models=bce", "epochs=120", "imagine_per_epoch=64", "batch_size=16", "val_every=1",
+            "hidden_dim=16", "device=cpu", "num_threads=1", "run_name=r"]
+    run = tmp_path / "runs" / "r"
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while time.time() - t0 < 120 and first.poll() is None and not (
+            (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").stat().st_size):
+        time.sleep(0.005)
+    assert first.poll() is None, "the first train ended too soon"
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    no_traceback(err)
+    errors = [ln for ln in err.splitlines() if " ERROR " in ln]
+    assert len(errors) == 1, err
+    assert f"run {run}: another 'cprclip train' (pid {first.pid}) is training it" in errors[0]
+    assert first.wait() == 0, first.stderr.read().decode()[-2000:]
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 121))
+
+
 def test_lock_of_a_killed_run_does_not_block(tmp_path, capsys):
     import signal
 

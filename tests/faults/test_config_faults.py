@@ -31,7 +31,7 @@ class Case:
     needs: str = ""  # a key the stage's config must have for the case to apply
     as_path: bool = False  # --config names the returned text's path itself (no file written)
     name_file: bool = True  # the line names the config file
-    only: tuple[str, ...] = ()  # the stages that check it so far (see FOLLOW_UPS)
+    only: tuple[str, ...] = ()  # the stages it applies to, when not every stage with `needs`
 
 
 def _file(root: Path) -> Path:
@@ -65,20 +65,20 @@ CASES: dict[str, Case] = {
         ("[extract] key 'checkpoint'",), needs="checkpoint", name_file=False),
     # torch.manual_seed overflowed (a traceback at the first video); numpy refuses negatives
     "seed_beyond_64_bits": Case(lambda r: "[common]\nseed = 99999999999999999999\n",
-                                ("key 'seed'",), name_file=False, only=("extract",)),
-    "seed_negative": Case(lambda r: "[common]\nseed = -1\n", ("key 'seed'",), name_file=False,
-                          only=("extract",)),
-    # names features/<dataset>/: "../x" wrote beside features_dir, "" into it
+                                ("key 'seed'",), needs="seed", name_file=False),
+    "seed_negative": Case(lambda r: "[common]\nseed = -1\n", ("key 'seed'",), needs="seed",
+                          name_file=False),
+    # names features/<dataset>/ (data/, finetuned/): "../x" wrote beside the folder, "" into it
     "dataset_with_a_separator": Case(lambda r: "[common]\ndataset = \"../elsewhere\"\n",
-                                     ("key 'dataset'", "separator"), name_file=False,
-                                     only=("extract",)),
+                                     ("key 'dataset'", "separator"), needs="dataset",
+                                     name_file=False),
     "dataset_empty": Case(lambda r: "[common]\ndataset = \"\"\n", ("key 'dataset'", "empty"),
-                          name_file=False, only=("extract",)),
+                          needs="dataset", name_file=False),
+    # names runs/<run_name>/: "../../x" wrote outside runs_dir
+    "run_name_leaves_runs_dir": Case(lambda r: "[train]\nrun_name = \"../../x\"\n",
+                                     ("key 'run_name'", "separator"), name_file=False,
+                                     only=("train",)),
 }
-# Checked by extract only so far; the other stages with the key accept the value (a follow-up
-# for their areas): seed (synth, finetune, train, eval), dataset (finetune, train, eval).
-FOLLOW_UPS = {"seed_beyond_64_bits", "seed_negative", "dataset_with_a_separator",
-              "dataset_empty"}
 
 
 def _applies(case: Case, stage: str) -> bool:

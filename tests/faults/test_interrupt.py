@@ -167,6 +167,53 @@ def test_train_sigkill_then_resume(tmp_path):
     assert not [f for f in run.iterdir() if f.name.endswith(".tmp") and "checkpoint" in f.name]
 
 
+def test_retrain_sigkill_keeps_the_finished_run(tmp_path):
+    """Issue 16, item 4: SIGKILL a fresh `cprclip train` over a finished, evaluated run. Before,
+    the old checkpoint was deleted at the start, so the kill left no model. Now the new run is
+    written beside the old one and swapped in only when complete: the kill leaves the old run
+    as it was (weights, eval's files), and a rerun replaces it in full."""
+    from pipeline.provenance import sha256_file
+    from train.runs import load_run
+
+    rng = np.random.default_rng(12)
+    _features(tmp_path / "features")
+    cfg = write_config(tmp_path)
+    base = ["--config", str(cfg), "backbone=toy", "segments=4", "modalities=rgb", "models=bce",
+            "epochs=150", "imagine_per_epoch=64", "batch_size=16", "val_every=1",
+            "hidden_dim=16", "device=cpu", "num_threads=1", "run_name=r"]
+    assert main(["train", *base]) == 0
+    run = tmp_path / "runs" / "r"
+    old = {f.name: sha256_file(f) for f in run.iterdir() if f.is_file()}
+    (run / "thresholds.json").write_text(json.dumps(  # what `cprclip eval` leaves
+        {"checkpoint": {"sha256": old["checkpoint.safetensors"]}}))
+    new = tmp_path / "runs" / ".r.new"
+    k = int(rng.integers(3, 20))
+
+    def epochs_done() -> int:  # of the retrain (its lr is 5x the first's), wherever it writes
+        n = 0
+        for f in (new / "metrics.jsonl", run / "metrics.jsonl"):
+            try:
+                n += sum(1 for ln in f.read_text().splitlines()
+                         if ln.endswith("}") and json.loads(ln)["train/lr"] > 0.002)
+            except FileNotFoundError:
+                pass
+        return n
+
+    p = _start(["train", *base, "lr=0.005"])
+    _kill_when(p, lambda: epochs_done() >= k)
+    assert not _orphans(p)
+    assert {f.name: sha256_file(f) for f in run.iterdir()
+            if f.is_file() and f.name != "thresholds.json"} == old
+    assert (run / "thresholds.json").is_file()
+    assert load_run(run).config["lr"] == 1e-3  # the old model, whole
+
+    assert main(["train", *base, "lr=0.005"]) == 0  # resume=false: the retrain starts over
+    assert load_run(run).config["lr"] == 0.005
+    assert sha256_file(run / "checkpoint.safetensors") != old["checkpoint.safetensors"]
+    assert not (run / "thresholds.json").exists()  # it belonged to the old checkpoint
+    assert not new.exists()
+
+
 def test_finetune_sigkill_then_resume(tmp_path, capfd):
     """SIGKILL `cprclip finetune` after a seeded random number of epochs (not a clean stop): no
     checkpoint that looks finished, no orphans; the rerun resumes from the last saved state and
@@ -179,7 +226,8 @@ def test_finetune_sigkill_then_resume(tmp_path, capfd):
     rng = np.random.default_rng(5)
     m = make_dataset(tmp_path / "data")
     base = ["finetune", "--config", "configs/synthetic.toml", f"manifest={m}", "modalities=rgb",
-            "backbone=tsn_r18", "segments=2", "short_side=48", "crop_size=32", "epochs=6",
+            "backbone=tsn_r18", "init_checkpoint=none",  # synthetic.toml: "pretrained"
+            "segments=2", "short_side=48", "crop_size=32", "epochs=6",
             "flow_epochs=0", "batch_size=4", "lr=0.01", "warmup_epochs=0", "val_every=1",
             "workers=0", "cache=none", "num_threads=1", "cpu_amp=false"]
     assert main([*base, f"finetune_dir={tmp_path / 'ref'}"]) == 0

@@ -151,7 +151,8 @@ def test_missing_feature_file_is_reported(tmp_path, capsys):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if " ERROR " in line]
     # one line that names the file train looked for (the first modality's) and says why
-    want = tmp_path / "synthetic" / "tsn_r18-rgb-8seg.h5"
+    cfg = load_stage_config(TrainConfig, "train", "configs/synthetic.toml")
+    want = tmp_path / "synthetic" / f"{cfg.backbones['rgb']}-rgb-8seg.h5"
     assert len(errors) == 1 and f"{want}: feature file not found" in errors[0], err
     assert "Traceback" not in err
 
@@ -190,7 +191,7 @@ def test_resume_auto_follows_the_shared_run_convention(tiny_features, tmp_path, 
         _metrics(run)[-1]["train/loss"] != _metrics(tmp_path / "full")[-1]["train/loss"]
 
 
-def test_num_threads_auto_and_zero(monkeypatch):
+def test_num_threads_auto_and_zero(monkeypatch, tmp_path):
     """auto: every usable CPU (a head on features has no decoders beside it); 0: torch's own
     default, untouched, as before "auto" existed; N: N."""
     import pipeline.runtime as rt
@@ -208,7 +209,7 @@ def test_num_threads_auto_and_zero(monkeypatch):
     for value, want in (("auto", 3), (2, 2), (0, None)):
         torch.set_num_threads(1)
         with pytest.raises(Stop):
-            loop.train_all(TrainConfig(num_threads=value, device="cpu"))
+            loop.train_all(TrainConfig(num_threads=value, device="cpu", runs_dir=str(tmp_path)))
         calls.append(torch.get_num_threads())
         assert want is None or calls[-1] == want, (value, calls)
     assert calls[-1] == 1  # 0 left torch's setting alone
