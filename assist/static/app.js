@@ -377,7 +377,9 @@ async function start() {
     $("max-files").textContent = String(info.max_files);
     $("max-size").textContent = info.max_upload_mb + " MB";
     if (info.max_duration_s) $("max-length").textContent = info.max_duration_s + " seconds";
-    $("model-info").textContent = "Model: " + info.run + " (" + info.model + ")";
+    $("model-info").textContent = "Model: " + info.run +
+      (info.model && info.model !== info.run ? " (" + info.model + ")" : "") +
+      (info.backbone ? ", on " + info.backbone + " features" : "");
     for (const v of [1, 2, 3, 4]) $("slot" + v).hidden = v > limits.max_files;
   } catch (err) {
     showMessage("The server could not be reached. Is it still running?");

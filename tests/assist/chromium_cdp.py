@@ -218,27 +218,34 @@ class Chromium:
 
 
 def screenshot_result(base: str, videos: list[Path], out: Path, profile: Path,
-                      timeout: float = 300) -> Path:
-    """Open the page at ``base``, choose ``videos`` as views 1.., check them, save a screenshot."""
-    with Chromium(profile) as b:
+                      timeout: float = 300, width: int = 1200) -> Path:
+    """Open the page at ``base``, choose ``videos`` as views 1.., check them, save a screenshot.
+    A ``width`` under 600 px is taken as a phone's (:class:`Chromium` ``mobile``)."""
+    with Chromium(profile, width=width, height=900, mobile=width < 600) as b:
         b.open(base + "/", ready="document.body && document.body.dataset.ready === '1'")
         for view, video in enumerate(videos, 1):
             b.set_files(f"#view{view}-input", [video])
         b.eval("document.getElementById('analyse').click()")
         b.wait("!document.getElementById('result').hidden || "
                "!document.getElementById('message').hidden", timeout, poll=0.25)
+        b.eval("window.scrollTo(0, 0)")
         return b.screenshot(out)
 
 
 if __name__ == "__main__":
     # Screenshot of a real result from a running `cprclip serve` (docs/serve.md):
-    #   .venv/bin/python tests/assist/chromium_cdp.py http://127.0.0.1:8000 OUT.png VIDEO [VIDEO ...]
+    #   .venv/bin/python tests/assist/chromium_cdp.py [--width 390] \
+    #       http://127.0.0.1:8000 OUT.png VIDEO ...
     import sys
     import tempfile
 
-    if len(sys.argv) < 4:
-        sys.exit("usage: chromium_cdp.py BASE_URL OUT.png VIDEO [VIDEO ...]")
+    args = sys.argv[1:]
+    width = 1200
+    if args[:1] == ["--width"] and len(args) > 1:
+        width, args = int(args[1]), args[2:]
+    if len(args) < 3:
+        sys.exit("usage: chromium_cdp.py [--width PX] BASE_URL OUT.png VIDEO [VIDEO ...]")
     with tempfile.TemporaryDirectory(prefix="cprclip-chromium-") as tmp:
-        shot = screenshot_result(sys.argv[1].rstrip("/"), [Path(v) for v in sys.argv[3:]],
-                                 Path(sys.argv[2]), Path(tmp) / "profile")
+        shot = screenshot_result(args[0].rstrip("/"), [Path(v) for v in args[2:]],
+                                 Path(args[1]), Path(tmp) / "profile", width=width)
     sys.stdout.write(f"{shot}\n")

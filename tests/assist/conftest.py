@@ -133,7 +133,8 @@ def stub_prediction(verdict: str, views: list[int]) -> dict:
     elif verdict == "not_sure":
         cands = [det(5, 0.55), det(10, 0.52), det(11, 0.3)]
         probs[CLASSES[0]] = 0.41
-        reason = "no mistake reached its mark, but Tilting Arms and Insufficient Pressing came close"
+        reason = ("no mistake reached its mark, but Tilting Arms and Insufficient Pressing came "
+                  "close")
     elif verdict == "unsuitable":
         reason = ("none of the videos look like the chest-compression videos the model learned "
                   "from")

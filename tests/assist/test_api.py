@@ -323,7 +323,8 @@ def test_each_verdict_reaches_the_page_with_its_fields(stub_server, clips, verdi
         assert "came close" in text and "Tilting Arms" in text
         assert "camera views" not in text  # all four were given: no advice to add more
     elif verdict == "correct":
-        assert text == "The assistant found no mistake, and it is 94% sure the compressions are correct."
+        assert text == ("The assistant found no mistake, and it is 94% sure the compressions are "
+                        "correct.")
     assert leftovers(app) == []
 
 
@@ -467,7 +468,8 @@ def test_serve_cli_hands_predict_keys_to_the_assistant(monkeypatch, capfd):
     capfd.readouterr()
     assert cli_main(["serve", "--predict-set", "head=clip", "port=0"]) == 1
     assert got["predict"].head == "clip"
-    assert "--predict-set is deprecated: write head=clip as a plain key=value" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "--predict-set is deprecated: write head=clip as a plain key=value" in err
     assert cli_main(["serve", "--predict-set", "head=clip", "head=bce", "port=0"]) == 1
     assert got["predict"].head == "bce"  # the new form wins
     assert cli_main(["serve", "head=banana", "port=0"]) == 2  # a config error, one line

@@ -78,9 +78,9 @@ def live_server(browser_ready, tiny_run):
 @pytest.fixture(scope="module")
 def stub_live(browser_ready):
     """The stub model (its ``verdict`` set by each test) behind a live server."""
-    from conftest import StubAnalyser
+    from assist_conftest import load
 
-    stub = StubAnalyser()
+    stub = load().StubAnalyser()
     app = create_app(ServeConfig(max_upload_mb=5.0), analyser=stub)
     for base in serve(app):
         yield base, stub, app
@@ -233,8 +233,9 @@ def test_four_views_in_each_state(stub_live, clips, tmp_path):
                     "Bending Arms"]
                 bars = b.eval("[...document.querySelectorAll('#chart .bar')].map(e => "
                               "[e.dataset.class, e.className, e.querySelector('.bar-value')"
-                              ".textContent, e.querySelector('.bar-fill').getBoundingClientRect().width /"
-                              " e.querySelector('.bar-track').getBoundingClientRect().width])")
+                              ".textContent, e.querySelector('.bar-fill')"
+                              ".getBoundingClientRect().width / e.querySelector('.bar-track')"
+                              ".getBoundingClientRect().width])")
                 assert len(bars) == 14
                 tilt = next(x for x in bars if x[0] == "Tilting Arms")
                 assert tilt[1] == "bar reported" and abs(tilt[3] - 0.86) < 0.01  # the probability
@@ -259,7 +260,8 @@ def test_four_views_in_each_state(stub_live, clips, tmp_path):
                 assert "lists no mistakes" in note
                 assert texts(b, "#errors li") == [] and not shown(b, "candidates-box")
                 assert not shown(b, "chart-box")  # no figures for a video that is not CPR
-                assert not re.search(r"\d+% likely", b.eval("document.getElementById('result').innerText"))
+                page = b.eval("document.getElementById('result').innerText")
+                assert not re.search(r"\d+% likely", page)
             assert shown(b, "chart-box") == (state != "unsuitable")
             assert b.console_errors() == [], b.console_errors()
             b.screenshot(ARTIFACTS / f"serve_{state}.png")
@@ -287,7 +289,8 @@ def test_phone_width_keeps_the_chart_readable(stub_live, clips, tmp_path):
         assert len(sizes) >= 28 and min(sizes) >= 12, sizes
         # every label is inside the page, and every bar is wide enough to compare
         boxes = b.eval("[...document.querySelectorAll('#chart .bar-name, #chart .bar-value')]"
-                       ".map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; })")
+                       ".map(e => { const r = e.getBoundingClientRect();"
+                       " return [r.left, r.right]; })")
         assert all(0 <= left and right <= 390 for left, right in boxes), boxes
         tracks = b.eval("[...document.querySelectorAll('#chart .bar-track')]"
                         ".map(e => e.getBoundingClientRect().width)")

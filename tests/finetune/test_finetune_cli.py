@@ -8,7 +8,7 @@ import torch
 
 from pipeline.cli import main
 
-TINY = ["backbone=tsn_r18", "segments=4", "short_side=48", "crop_size=32", "epochs=2",
+TINY = ["backbone=tsn_r18", "init_checkpoint=none", "segments=4", "short_side=48", "crop_size=32", "epochs=2",
         "batch_size=4", "lr=0.01", "workers=0", "warmup_epochs=0", "val_every=1"]
 
 

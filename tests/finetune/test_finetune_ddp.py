@@ -23,7 +23,7 @@ from finetune.config import FinetuneConfig
 from finetune.loop import run_finetune
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = dict(backbone="tsn_r18", segments=4, short_side=48, crop_size=32, epochs=2,
+KEYS = dict(backbone="tsn_r18", init_checkpoint="none", segments=4, short_side=48, crop_size=32, epochs=2,
             batch_size=4, lr=0.02, workers=0, bn="frozen", dropout=0.0, modalities="rgb",
             clip_grad=1.0, warmup_epochs=0, cpu_amp="false")
 

@@ -167,7 +167,10 @@ def test_shipped_configs_load(path):
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_stage_config(FinetuneConfig, "finetune", root / path)
-    assert cfg.modalities == ("rgb", "flow") and cfg.cpu_amp == "auto"
+    assert cfg.cpu_amp == "auto"
+    # the demo fine-tunes flow only, from ImageNet (RGB stays frozen ImageNet: docs/results.md)
+    want = ("flow",) if path.endswith("synthetic.toml") else ("rgb", "flow")
+    assert cfg.modalities == want
 
 
 def test_cpu_amp_auto_names_the_weights_of_its_resolved_value():

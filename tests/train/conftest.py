@@ -1,54 +1,12 @@
-"""Tiny feature files for the train tests: class-dependent Gaussian features, so learning is possible.
-
-Single-class clips are ``mean[k] + noise``; a composite clip is the average of its errors'
-means plus noise (what imagination approximates). Files are written the way the extract stage
-writes them: ShardWriter, then consolidate.
-"""
+"""Fixtures of the train tests: the tiny feature files of tiny_train_features.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from pipeline.features import ShardWriter, consolidate, feature_path
-from pipeline.taxonomy import NUM_CLASSES, composite_label_sets, multi_hot
-
-DATASET, BACKBONE = "tiny", "toy"
-
-
-def make_features(features_dir: Path, *, segments: int = 4, dims: dict[str, int] | None = None,
-                  train_per_class: int = 4, val_per_class: int = 2, n_test: int = 24,
-                  noise: float = 0.5, seed: int = 0) -> Path:
-    dims = dims or {"rgb": 16, "flow": 8}
-    rng = np.random.default_rng(seed)
-    means = {m: rng.standard_normal((NUM_CLASSES, d)).astype(np.float32) for m, d in dims.items()}
-    rows = []  # (video_id, take, view, participant, split, label set)
-    i = 0
-    for k in range(NUM_CLASSES):
-        for j in range(train_per_class):
-            rows.append((f"v{i:04d}", f"t{i // 2:04d}", 1 + j % 2, f"p{1 + j % 2}", "train", (k,)))
-            i += 1
-        for j in range(val_per_class):
-            rows.append((f"v{i:04d}", f"t{i // 2:04d}", 1 + j % 2, "p5", "val", (k,)))
-            i += 1
-    comps = composite_label_sets()
-    for j in range(n_test):
-        rows.append((f"v{i:04d}", f"t{i // 2:04d}", 1 + j % 2, "p6", "test",
-                     comps[int(rng.integers(len(comps)))]))
-        i += 1
-    for m, d in dims.items():
-        path = feature_path(features_dir, DATASET, BACKBONE, m, segments)
-        w = ShardWriter(path, {"backbone": BACKBONE, "modality": m, "segments": segments,
-                               "checkpoint_sha256": "0" * 64, "init": "random"}, rows_per_shard=40)
-        for vid, take, view, part, split, labels in rows:
-            centre = means[m][list(labels)].mean(axis=0)
-            x = centre[None, :] + noise * rng.standard_normal((segments, d)).astype(np.float32)
-            w.add(vid, take, view, part, split, multi_hot(labels), x)
-        w.close()
-        consolidate(path)
-    return features_dir
+from tiny_train_features import make_features
 
 
 @pytest.fixture(scope="session")

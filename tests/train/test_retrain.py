@@ -18,7 +18,7 @@ from train.config import TrainConfig
 from train.loop import prepare, train_one
 from train.runs import load_run
 
-from conftest import BACKBONE, DATASET
+from tiny_train_features import BACKBONE, DATASET
 
 KW = dict(models=("bce",), epochs=4, val_every=1)
 

@@ -13,7 +13,7 @@ from train.config import MODELS, TrainConfig
 from train.loop import prepare, train_one
 from train.runs import load_run
 
-from conftest import BACKBONE, DATASET
+from tiny_train_features import BACKBONE, DATASET
 
 
 @pytest.fixture(scope="session")
