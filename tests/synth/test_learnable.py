@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
+from evaluate.baseline import fit_baseline, frame_statistics
 from pipeline.taxonomy import NUM_CLASSES
 from synth.render import derive_seed, render_clip
 
@@ -19,28 +19,13 @@ RES, FRAMES, VIEWS = (64, 48), 40, (1, 2)  # front and left views
 TRAIN_PEOPLE, TEST_PEOPLE, TRAIN_REPEATS = (0, 1, 2, 3), (4, 5), 2
 
 
-def clip_features(clip: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (12*9*2 + 24,) features, each block normalised to sum 1."""
-    g = clip.astype(np.float32).mean(-1)                       # (N, H, W) grey
-    d = np.abs(np.diff(g, axis=0))                             # (N-1, H, W) motion
-    energy = cv2.resize(d.mean(0), (12, 9), interpolation=cv2.INTER_AREA).ravel()
-    spread = cv2.resize(g.std(0), (12, 9), interpolation=cv2.INTER_AREA).ravel()
-    s = d.reshape(len(d), -1).mean(1)
-    spectrum = np.abs(np.fft.rfft(s - s.mean(), n=64))[1:25]  # compression rate
-    return np.concatenate([v / (v.sum() + 1e-6) for v in (energy, spread, spectrum)])
-
-
 def take_features(labels, person, seed) -> np.ndarray:
-    return np.concatenate([clip_features(render_clip(labels, person, v, seed, RES, FRAMES))
+    return np.concatenate([frame_statistics(render_clip(labels, person, v, seed, RES, FRAMES))
                            for v in VIEWS])
 
 
 def measure_accuracy() -> tuple[float, float]:
     """Held-out accuracy of the classifier, and the seconds it took."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     t0 = time.perf_counter()
     x_tr, y_tr, x_te, y_te = [], [], [], []
     for k in range(NUM_CLASSES):
@@ -51,8 +36,7 @@ def measure_accuracy() -> tuple[float, float]:
         for p in TEST_PEOPLE:
             x_te.append(take_features((k,), p, derive_seed("learn", p, k, 0)))
             y_te.append(k)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    clf.fit(np.array(x_tr), np.array(y_tr))
+    clf = fit_baseline(np.array(x_tr), np.array(y_tr))
     acc = float((clf.predict(np.array(x_te)) == np.array(y_te)).mean())
     return acc, time.perf_counter() - t0
 
