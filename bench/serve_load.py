@@ -29,12 +29,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from assist.client import post_take  # noqa: E402
 
 
 def build_run(work: Path) -> tuple[Path, list[Path]]:
@@ -70,28 +71,10 @@ def build_run(work: Path) -> tuple[Path, list[Path]]:
     return config, take
 
 
-def multipart(paths: list[Path]) -> tuple[bytes, str]:
-    boundary = "cprclipbench"
-    body = b""
-    for i, p in enumerate(paths, 1):
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-                 f"filename=\"{p.name}\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-        body += p.read_bytes() + b"\r\n"
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"views\"\r\n\r\n"
-                 f"{i}\r\n").encode()
-    body += f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 def post(url: str, paths: list[Path], timeout: float = 600) -> tuple[int, dict, float]:
-    body, ctype = multipart(paths)
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": ctype})
-    t0 = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.load(r), time.perf_counter() - t0
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}"), time.perf_counter() - t0
+    """POST one take to ``url`` (<server>/predict or <server>/jobs): (status, answer, seconds)."""
+    base, endpoint = url.rsplit("/", 1)
+    return post_take(base, paths, timeout=timeout, endpoint="/" + endpoint)
 
 
 def rss_kib(pid: int, field: str) -> int:

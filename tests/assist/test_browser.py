@@ -87,20 +87,12 @@ def stub_live(browser_ready):
 
 
 def api_predict(base: str, paths: list[Path]) -> dict:
-    """The same take through POST /predict (multipart by hand: stdlib only)."""
-    boundary = "cprclipboundary"
-    body = b""
-    for i, p in enumerate(paths, 1):
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-                 f"filename=\"{p.name}\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-        body += p.read_bytes() + b"\r\n"
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"views\"\r\n\r\n"
-                 f"{i}\r\n").encode()
-    body += f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{base}/predict", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.load(r)
+    """The same take through POST /predict (the stdlib client of assist/client.py)."""
+    from assist.client import post_take
+
+    status, answer, _ = post_take(base, paths, timeout=120)
+    assert status == 200, answer
+    return answer
 
 
 def test_page_end_to_end(browser_ready, live_server, tiny_run, tmp_path):
