@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m pipeline
 CONFIG ?= configs/synthetic.toml
 STAMP := $(VENV)/.installed-stamp
+# The pose estimator's own venv: mediapipe 0.10.21 needs protobuf < 5, .venv has 7 (docs/pose.md)
+POSE_VENV := .venv-pose
+POSE_STAMP := $(POSE_VENV)/.installed-stamp
 
 # Optional overrides; empty ones add nothing.
 BACKBONE ?=
@@ -28,7 +31,7 @@ T = $(PY) -m pipeline.stagetime run $(TIMES) $(1) --
 DATASET := $(shell sed -n 's/^dataset *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 
-.PHONY: times-reset help setup data flow finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
+.PHONY: times-reset help setup data flow pose pose-deps finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
 
 # Every target and variable, one line each (tests/pipeline/test_make_help.py checks that none
 # is missing). Each stage is also a command: .venv/bin/cprclip STAGE --help.
@@ -43,8 +46,10 @@ help:
 	@echo "  make info           versions, decoders, CUDA and ffmpeg found on this machine"
 	@echo "  make data           generate the synthetic dataset (or check CONFIG's manifest exists)"
 	@echo "  make flow           optical flow videos for the manifest"
-	@echo "  make finetune       fine-tune the backbone on the single-error clips -> finetuned/"
-	@echo "  make extract        RGB and flow features -> features/*.h5"
+	@echo "  make pose           2D skeletons (MediaPipe BlazePose) for rows without a skeleton file"
+	@echo "  make pose-deps      create $(POSE_VENV), the estimator's own venv (mediapipe 0.10.21; ~30 s, 0.4 GB)"
+	@echo "  make finetune       fine-tune the backbones (demo: flow, skeleton) on the single-error clips -> finetuned/"
+	@echo "  make extract        RGB, flow (and skeleton) features -> features/*.h5"
 	@echo "  make train          train CPR-CLIP, CPR-CLIP+ and the baselines -> runs/"
 	@echo "  make eval           evaluate the runs, choose the operating point -> report/"
 	@echo "  make times-reset    clear the stage wall-time table (make all does it first)"
@@ -59,7 +64,7 @@ help:
 	@echo "  make bench-train    training speed and memory -> docs/benchmarks.md"
 	@echo "clean-up:"
 	@echo "  make clean          remove runs/, report/, and this dataset's finetuned/ and features/"
-	@echo "  make clean-all      clean, then remove data/synthetic/ and $(VENV)"
+	@echo "  make clean-all      clean, then remove data/synthetic/, $(VENV) and $(POSE_VENV)"
 	@echo "variables (empty ones change nothing):"
 	@echo "  CONFIG=FILE         the TOML config (now: $(CONFIG); real data: configs/cpr_coach.toml)"
 	@echo "  BACKBONE=NAME       backbone of finetune, extract and train (e.g. tsm_r50)"
@@ -100,6 +105,19 @@ endif
 flow: setup data
 	$(call T,flow) $(CLI) flow --config $(CONFIG) $(ARGS)
 
+# The estimator runs in $(POSE_VENV), a subprocess of `cprclip pose` (extract/pose_worker.py).
+# Every package is pinned in requirements-pose.txt and installed without dependencies: mediapipe
+# declares jax and more that its pose and hand solutions never import.
+pose-deps: $(POSE_STAMP)
+$(POSE_STAMP): requirements-pose.txt
+	@test -x $(POSE_VENV)/bin/python || $(PYTHON) -m venv $(POSE_VENV)
+	$(POSE_VENV)/bin/python -m pip install -q --no-deps -r requirements-pose.txt
+	$(POSE_VENV)/bin/python -c "import mediapipe.python.solutions.pose, mediapipe.python.solutions.hands"
+	@touch $@
+
+pose: setup data pose-deps
+	$(call T,pose) $(CLI) pose --config $(CONFIG) $(ARGS)
+
 finetune: setup flow
 	$(call T,finetune) $(CLI) finetune --config $(CONFIG) $(FINETUNE_OV) $(ARGS)
 
@@ -136,12 +154,14 @@ bench-train: setup
 clean:
 	rm -rf runs finetuned/$(DATASET) features/$(DATASET) report
 clean-all: clean
-	rm -rf data/synthetic $(VENV)
+	rm -rf data/synthetic $(VENV) $(POSE_VENV)
 
 # --- the assistant as a web page (assist/server.py, docs/serve.md) ---
 .PHONY: serve browser-deps test-browser
 # Serves http://127.0.0.1:8000/ until Ctrl+C. `make serve RUN=runs/bce` picks another run.
-serve: setup
+# The demo's runs use body keypoints: an uploaded video has no skeleton file, so the page needs
+# the pose estimator (`make pose-deps`, ~30 s once).
+serve: setup pose-deps
 	$(CLI) serve --config $(CONFIG) $(call ov,run,$(RUN)) $(ARGS)
 
 # The browser test drives Debian's headless Chromium over its DevTools protocol (no driver

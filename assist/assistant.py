@@ -14,7 +14,9 @@ a manifest or not):
 4. ``score``: the input check (:mod:`evaluate.ood`: is each view's video close enough to the
    training videos?), the run's scores (:meth:`train.runs.Run.scores`) -> (V, C), fused over
    the views (mean, as ``cprclip eval`` does) -> (C,), and the verdict of
-   :func:`evaluate.decide.decide` -- the very function ``cprclip eval`` measures in its report.
+   :func:`evaluate.decide.decide` -- the very function ``cprclip eval`` measures in its report;
+   then, when regression runs are there (``[predict] measure_runs``), the take's compression
+   rate and depth with the guideline and how sure (:mod:`assist.measure`; none if unsuitable).
 
 The operating point (calibration, per-class marks, the "Correct" level) and the input check's
 reference come from ``runs/<name>/thresholds.json`` and ``ood.npz``, written by ``cprclip eval``
@@ -83,6 +85,12 @@ class PredictConfig:
     clip_z: float = 1.0
     # cpu by default: one take is a few seconds of work and needs no GPU
     device: str = "cpu"
+    # regression runs whose numbers the answer gives (rate, depth: issue 19, assist/measure.py);
+    # names under runs_dir or folders; one that is not there is skipped, so no number is shown
+    measure_runs: tuple[str, ...] = ("regress_rate", "regress_depth")
+    # runs with a skeleton stream: each view's skeleton file, in the order of the videos; empty
+    # = the dataset's own file beside each video, else the pose estimator (make pose-deps)
+    skeletons: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -166,6 +174,10 @@ class Prediction:
     marks: dict[str, float | None] | None = None
     candidates: list[Detection] = field(default_factory=list)
     input_check: dict[str, Any] | None = None
+    # measured numbers of the take (assist.measure.measure_dict): rate, depth; [] without runs
+    measures: list[dict[str, Any]] = field(default_factory=list)
+    # where each view's body keypoints came from (runs with a skeleton stream; [] otherwise)
+    keypoints: list[str] = field(default_factory=list)
     per_view_scores: np.ndarray | None = field(default=None, repr=False)
     frames: dict[int, np.ndarray] | None = field(default=None, repr=False)
 
@@ -400,8 +412,9 @@ class Assistant:
     def __init__(self, config: PredictConfig, run, run_dir: Path, head: str,
                  op: OperatingPoint, threshold_source: str,
                  recipes: dict[str, FeatureRecipe], extract_configs: dict, models: dict,
-                 warnings: list[str], ood=None):
+                 warnings: list[str], ood=None, measurers=None):
         self.config = config
+        self.measurers = measurers  # assist.measure.Measurers (rate, depth runs), or None
         self.run = run
         self.run_dir = run_dir
         self.head = head
@@ -474,10 +487,14 @@ class Assistant:
             except (ExtractError, WeightsError) as e:
                 raise PredictError(f"run {loaded.name}: the {m} backbone cannot be re-made "
                                    f"({first_line(e)})", first_line(e)) from e
+        from assist.measure import Measurers
+
+        measurers = Measurers.load(config.measure_runs, config.runs_dir, recipes, device,
+                                   warnings)
         log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", loaded.name,
                  loaded.model_name, head, source, ", ".join(recipes))
         return cls(config, loaded, run_dir, head, op, source, recipes, extract_configs,
-                   models, warnings, ood)
+                   models, warnings, ood, measurers)
 
     @property
     def stages(self) -> list[str]:
@@ -490,13 +507,17 @@ class Assistant:
 
     def analyse(self, videos: list[str | Path], views: list[int] | None = None,
                 on_stage: OnStage | None = None, *, scratch: str | Path | None = None,
-                keep_frames: bool = False) -> Prediction:
+                keep_frames: bool = False,
+                skeletons: list[str | Path | None] | None = None) -> Prediction:
         """Judge the 1-4 views of one take (see the module docstring).
 
         ``views``: the view number (1-4) of each video, default 1, 2, ... ``on_stage(key)`` is
         called on entering each stage of :attr:`stages`. Flow videos are written to
         ``scratch`` (as ``view<N>.flow.mp4``), by default a temporary folder removed after.
         ``keep_frames``: fill ``Prediction.frames`` with the sampled RGB frames of each view.
+        ``skeletons``: for a run with a skeleton stream, each view's skeleton file (None: the
+        dataset's own file beside the video, ``<video folder>/../skeleton/<stem>.npz``, else
+        the pose estimator of ``make pose-deps``; :meth:`_skeleton_files`).
         Raises PredictError (UnreadableVideo, UnusableVideo) with one line.
         """
         videos = [Path(v) for v in videos]
@@ -505,13 +526,64 @@ class Assistant:
         stage("check")
         for v in videos:
             self.check_video(v)
+        if skeletons is not None and len(skeletons) != len(videos):
+            raise PredictError(f"{len(videos)} videos but {len(skeletons)} skeleton files")
+        sk = [None if p is None or str(p) == "" else Path(p) for p in (skeletons or [])]
+        sk = sk or [None] * len(videos)
         if scratch is not None:
-            return self._analyse(videos, views, stage, Path(scratch), keep_frames)
+            return self._analyse(videos, views, stage, Path(scratch), keep_frames, sk)
         with tempfile.TemporaryDirectory(prefix="cprclip-predict-") as tmp:
-            return self._analyse(videos, views, stage, Path(tmp), keep_frames)
+            return self._analyse(videos, views, stage, Path(tmp), keep_frames, sk)
+
+    def _skeleton_files(self, videos: list[Path], views: list[int], given: list[Path | None],
+                        scratch: Path) -> tuple[list[Path], list[str]]:
+        """Each view's skeleton file, and a note per view saying where it came from: the file
+        given, the dataset's own (``<video folder>/../skeleton/<stem>.npz``, as ``cprclip
+        synth`` and the AlphaPose import lay them out), or MediaPipe BlazePose run now (needs
+        ``make pose-deps``). A view where the estimator finds nobody in most frames gets a note
+        that says so. Raises PredictError with one line when none of these works."""
+        from extract.pose import PoseError, PoseEstimator, PoseVideoError, detected_fraction
+        from pipeline.skeleton import write_skeleton
+
+        files: list[Path] = []
+        notes: list[str] = []
+        estimator = None
+        try:
+            for v, w, g in zip(videos, views, given):
+                own = v.parent.parent / "skeleton" / f"{v.stem}.npz"
+                if g is not None:
+                    if not g.is_file():
+                        raise PredictError(f"{g}: skeleton file of view {w} not found")
+                    files.append(g)
+                    notes.append(f"view {w}: keypoints from the file given ({g.name})")
+                elif own.is_file():
+                    files.append(own)
+                    notes.append(f"view {w}: keypoints from the dataset's file {own}")
+                else:
+                    if estimator is None:
+                        estimator = PoseEstimator(hands=False, max_side=1280)
+                    try:
+                        skel, _ = estimator.estimate(v, scratch / f"view{w}.pose.raw")
+                    except (PoseError, PoseVideoError) as e:
+                        raise PredictError(
+                            f"{v}: the run needs the body keypoints of view {w}: give its "
+                            f"skeleton file (skeletons=...) or set up the pose estimator "
+                            f"({first_line(e)})", first_line(e)) from e
+                    out = write_skeleton(scratch / f"view{w}.skeleton.npz", skel)
+                    files.append(out)
+                    found = detected_fraction(skel)
+                    notes.append(f"view {w}: keypoints from the pose estimator (MediaPipe "
+                                 f"BlazePose), a person found in {100 * found:.0f} % of frames")
+                    if found < 0.5:
+                        notes.append(f"The pose estimator found no person in most frames of "
+                                     f"camera {w}: the posture scores of that view mean little.")
+        finally:
+            if estimator is not None:
+                estimator.close()
+        return files, notes
 
     def _analyse(self, videos: list[Path], views: list[int], stage: OnStage, scratch: Path,
-                 keep_frames: bool) -> Prediction:
+                 keep_frames: bool, skeletons: list[Path | None]) -> Prediction:
         import torch
 
         from extract.decoders import DecodeError
@@ -535,7 +607,22 @@ class Assistant:
         stage("features")
         feats: dict[str, np.ndarray] = {}
         frames: dict[int, np.ndarray] = {}
+        skeleton_notes: list[str] = []
+        if "skeleton" in self.recipes:
+            from extract.runner import skeleton_view
+
+            files, skeleton_notes = self._skeleton_files(videos, views, skeletons, scratch)
+            for n in skeleton_notes:
+                log.info("%s", n)
+            try:
+                inputs = [skeleton_view(self._extract_configs["skeleton"], f) for f in files]
+            except VideoFailure as e:
+                raise UnusableVideo(f"{where}: skeleton features failed ({first_line(e)})",
+                                    str(e)) from e
+            feats["skeleton"] = self._models["skeleton"](inputs)  # (V, T, D)
         for m, model in self._models.items():
+            if m == "skeleton":
+                continue
             log.info("extracting %s features of %d view(s) with %s", m, len(videos),
                      self.recipes[m].backbone)
             rows = []
@@ -566,6 +653,15 @@ class Assistant:
         thr = self.op.raw_thresholds()
         probs = d.probabilities
         marks = self.op.marks if self.op.calibrated else None
+        measures: list[dict[str, Any]] = []
+        warnings = list(self.warnings) + [n for n in skeleton_notes if n.startswith("The pose")]
+        if self.measurers is not None and d.verdict != "unsuitable":  # no numbers for non-CPR
+            try:
+                measures = self.measurers.measure(videos, views, feats, self.recipes, flows,
+                                                  scratch)
+            except Exception as e:  # noqa: BLE001 - the numbers are extra: keep the verdict
+                log.warning("rate/depth not measured: %s", first_line(e))
+                warnings.append(f"rate and depth could not be measured ({first_line(e)})")
 
         def detection(c: int) -> Detection:
             return Detection(c, CLASSES[c], float(fused[c]),
@@ -580,14 +676,14 @@ class Assistant:
             scores={CLASSES[c]: float(fused[c]) for c in range(len(CLASSES))},
             thresholds=None if thr is None else {
                 CLASSES[c]: (float(t) if np.isfinite(t) else None) for c, t in enumerate(thr)},
-            suppressed=d.dropped, warnings=list(self.warnings), verdict=d.verdict,
+            suppressed=d.dropped, warnings=warnings, verdict=d.verdict,
             reason=d.reason,
             probabilities=None if probs is None else {
                 CLASSES[c]: float(probs[c]) for c in range(len(CLASSES))},
             marks=None if marks is None else {
                 CLASSES[c]: (float(m) if np.isfinite(m) else None) for c, m in enumerate(marks)},
             candidates=[detection(c) for c in d.candidates], input_check=check,
-            per_view_scores=per_view, frames=frames if keep_frames else None)
+            measures=measures, keypoints=skeleton_notes, per_view_scores=per_view, frames=frames if keep_frames else None)
 
     def _input_check(self, feats: dict[str, np.ndarray], views: list[int]
                      ) -> tuple[dict[str, Any] | None, np.ndarray | None]:
@@ -643,6 +739,9 @@ def format_text(p: Prediction) -> str:
     lines.append(f"Take: {shown}")
     head = {"clip": "prompt similarity", "bce": "BCE head"}.get(p.head, p.head)
     lines.append(f"Model: run {p.run} ({p.model}), scores: {head}, thresholds: {p.threshold_source}")
+    if p.keypoints:
+        lines.append("Body keypoints: " + "; ".join(n for n in p.keypoints
+                                                   if n.startswith("view ")))
     lines.append("")
     if p.input_check and p.input_check.get("note"):
         lines.append(p.input_check["note"])
@@ -672,6 +771,11 @@ def format_text(p: Prediction) -> str:
                 f"{d.name} ({_confidence(p, d)})" for d in p.candidates) + ".")
     for s in p.suppressed:
         lines.append(f"  (not reported: {s['name']}, {s['reason']})")
+    if p.measures:
+        from assist.measure import format_measure
+
+        lines.append("")
+        lines.extend(format_measure(m) for m in p.measures)
     for w in p.warnings:
         lines.append(f"Warning: {w}")
     return "\n".join(lines) + "\n"

@@ -137,7 +137,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         check_take(videos, args.views)  # before loading anything: a wrong count fails fast
-        pred = Assistant.load(config=cfg).analyse(videos, args.views)
+        kw = {"skeletons": list(cfg.skeletons)} if cfg.skeletons else {}
+        pred = Assistant.load(config=cfg).analyse(videos, args.views, **kw)
     except PredictError as e:
         log.error("%s", e)
         return 1

@@ -8,9 +8,9 @@
     # its L2 strength chosen by cross-validation on train, folds grouped by participant
     .venv/bin/python bench/finetune.py probe features/synthetic/tsn_r18-rgb-8seg.h5 [more.h5]
 
-``speed`` counts images = videos x segments per second (a flow "image" has 10 channels), the
-unit mmaction2 reports. ``probe`` with two files (rgb, flow) also reports them
-concatenated (joined on video_id). Both print one line per result; nothing is written.
+``speed`` counts images = videos x segments per second (a flow "image" has 10 channels; an I3D
+"image" is a clip of 8 frames), the unit mmaction2 reports. ``probe`` with two files (rgb,
+flow) also reports them concatenated (joined on video_id). Both print one line per result; nothing is written.
 """
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def speed(args: argparse.Namespace) -> None:
         net.to(memory_format=torch.channels_last)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    c = 10 if args.modality == "flow" else 3
+    from extract.backbones import get_spec
+
+    c = get_spec(args.backbone).in_channels(args.modality)  # 3, 10; I3D: 3 or 2 x 8 frames
     n = args.batch * args.segments
     x = torch.randn(n, c, args.crop, args.crop, device=device)
     if cl:
@@ -67,17 +69,19 @@ def speed(args: argparse.Namespace) -> None:
         step()
     if cuda:
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()
     if cuda:
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
+    cpu = time.process_time() - c0  # steadier than wall time on a shared machine
     name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
     sys.stdout.write(
         f"{args.backbone} {args.modality} train step at {args.crop}x{args.crop}, {args.batch} videos "
         f"x {args.segments} segments, amp={'bf16' if dtype == torch.bfloat16 else 'fp16' if dtype else 'off'}, "
-        f"{name}: {n * args.steps / secs:.1f} images/s ({secs / args.steps * 1000:.0f} ms/step)\n")
+        f"{name}: {n * args.steps / secs:.1f} images/s ({secs / args.steps * 1000:.0f} ms/step, "
+        f"CPU {cpu / args.steps * 1000:.0f} ms/step)\n")
 
 
 def probe(args: argparse.Namespace) -> None:

@@ -22,7 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from evaluate.runner import EvalConfig, EvalError, format_tables, run_eval
 
-    overrides = list(args.overrides)
+    tasks = [o.split("=", 1)[1].strip() for o in args.overrides if o.startswith("task=")]
+    if tasks and tasks[-1] == "regress":  # rate and depth runs (issue 19): [regress]
+        from evaluate.regress import main as regress_main
+
+        rest = [o for o in args.overrides if not o.startswith("task=")]
+        return regress_main(args.config, rest, "cprclip eval " + " ".join(
+            shlex.quote(a) for a in ["--config", str(args.config), *args.overrides]))
+    if tasks and tasks[-1] != "composite":
+        log.error("eval: task %r is not one of composite, regress", tasks[-1])
+        return 2
+    overrides = [o for o in args.overrides if not o.startswith("task=")]
     if args.run:
         overrides.append("runs=" + ",".join(args.run))
     cfg = load_stage_config(EvalConfig, "eval", args.config, overrides)

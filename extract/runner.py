@@ -16,7 +16,13 @@ worker processes decode only the sampled frames, resized in the decoder, and cro
 -> backbone (channels_last; bf16 autocast on CUDA) -> (B*K*T, D) -> mean over K -> (B, T, D).
 A torch DataLoader with ``workers`` processes overlaps decoding with model compute.
 
-Bad input (missing / empty / truncated / not-a-video file, too few frames, missing flow) becomes
+The skeleton stream (``modalities`` with "skeleton", backbone ``skeleton_backbone``: stgcn or
+stgcn_lite) reads each row's skeleton file instead of its video, in this process (the files
+are small), and its ST-GCN sees the whole video at ``skeleton_fps`` and averages its output
+over T windows of time: (B, C, F, V) keypoints -> (B, T, D) (extract/skeleton_stream.py).
+
+Bad input (missing / empty / truncated / not-a-video file, too few frames, missing flow, a
+missing or unreadable skeleton file, or one where no torso is found) becomes
 a row of ``<features_dir>/<dataset>/failures.csv`` (video_id, path, reason) and one log line;
 the run goes on and exits non-zero at the end if anything failed.
 
@@ -46,11 +52,12 @@ from extract.backbones import (BackboneName, WeightsError, backbone_for, check_b
 from extract.decoders import DecodeError, DecoderChoice, init_decode_worker, open_video
 from extract.flow import open_flow, read_recipe
 from extract.sampling import describe, segment_indices
-from extract.transforms import NUM_VIEWS, Crop, spatial_views, stack_flow, to_model_input
+from extract.transforms import (NUM_VIEWS, Crop, spatial_views, stack_clip, stack_flow,
+                               to_model_input)
 from pipeline.config import (build, check_dataset_name, check_device, check_fields, check_range,
                              check_seed, key_error, to_json)
 from pipeline.features import (FeatureRecipe, FeatureStoreError, ManifestDiff, Modality,
-                               ShardWriter, clip_len, consolidate, done_video_ids, feature_path,
+                               ShardWriter, consolidate, done_video_ids, feature_path,
                                finetuned_checkpoint_path, read_feature_recipe, read_features,
                                shard_dir, sync_to_manifest)
 from pipeline.lock import LockHeld, release, take_lock
@@ -81,6 +88,9 @@ class ExtractConfig:
     # the flow stream's own backbone ("" = backbone): e.g. frozen ImageNet MobileNetV2 for RGB
     # beside a ResNet trained on flow from scratch (no network ships flow weights)
     flow_backbone: BackboneName | Literal[""] = ""
+    # the skeleton stream's own backbone ("" = backbone): stgcn or stgcn_lite beside a frame
+    # backbone, since no backbone takes both frames and keypoints
+    skeleton_backbone: BackboneName | Literal[""] = ""
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams
     segments: int = 8  # T: CPR-CLIP's 8 segments per video
     short_side: int = 256  # TSN test recipe: short side 256 ...
@@ -96,6 +106,9 @@ class ExtractConfig:
     # CPU has native bf16. Off by default so that features are the same on every machine.
     cpu_amp: bool | Literal["auto"] = False
     min_frames: int = 8  # fewer frames than segments repeats frames: report it as a failure
+    # skeleton frames per second fed to ST-GCN (0 = each file's own rate): a fixed rate keeps a
+    # compression cycle the same number of frames whatever the camera's rate; as [finetune]
+    skeleton_fps: float = 25.0  # CPR-Coach's frame rate
     rows_per_shard: int = 64  # a crash loses at most this many videos of work
     allow_outside_root: bool = False  # manifest paths may not leave its folder unless set
 
@@ -105,6 +118,7 @@ class ExtractConfig:
             check_range(self, key, ge=1)
         check_range(self, "workers", ge=0)
         check_range(self, "min_frames", ge=0)
+        check_range(self, "skeleton_fps", ge=0)
         check_seed(self)
         check_dataset_name(self)
         check_backbone_input(self)  # modalities and crop, as finetune checks them
@@ -144,18 +158,23 @@ def config_from_json(text: str) -> ExtractConfig:
 
 
 def make_recipe(cfg: ExtractConfig, modality: str, checkpoint: Path | None,
-                precision: str, flow_recipe: str = "") -> FeatureRecipe:
+                precision: str, flow_recipe: str = "", skeleton_source: str = "") -> FeatureRecipe:
     """How this run makes ``modality`` features: what the feature file records, and what a
     rerun into the same file must match (:data:`pipeline.features.COMPATIBLE_KEYS`)."""
     from pipeline.provenance import code_version, sha256_file
 
-    L = clip_len(modality)
+    L = get_spec(cfg.backbone).clip_len(modality)
+    made = dict(sampling=describe(cfg.segments, L, "test"),
+                crops=f"{cfg.crop} crop_size={cfg.crop_size} short_side={cfg.short_side} "
+                      f"views={NUM_VIEWS[cfg.crop]} (features averaged over views)",
+                decoder=cfg.decoder)
+    if modality == "skeleton":
+        from extract.skeleton_stream import recipe_fields
+
+        made = recipe_fields(cfg)
     return FeatureRecipe(
         backbone=cfg.backbone, modality=modality, segments=cfg.segments, seed=cfg.seed,
-        sampling=describe(cfg.segments, L, "test"),
-        crops=f"{cfg.crop} crop_size={cfg.crop_size} short_side={cfg.short_side} "
-              f"views={NUM_VIEWS[cfg.crop]} (features averaged over views)",
-        decoder=cfg.decoder, feature_dim=get_spec(cfg.backbone).feature_dim,
+        **made, skeleton_source=skeleton_source, feature_dim=get_spec(cfg.backbone).feature_dim,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else "random-init",
         checkpoint_path=str(checkpoint.resolve()) if checkpoint else "",
         init="checkpoint" if checkpoint else "random", precision=precision,
@@ -174,9 +193,13 @@ def video_views(cfg: ExtractConfig, modality: str, video: Path | None,
                 flow: Path | None = None) -> np.ndarray:
     """Decode the sampled frames of one video and crop them: (K, T, h, w, C) uint8.
 
-    C = 3 for rgb; 2 * 5 = 10 for flow (x1, y1, ..., x5, y5). Raises VideoFailure.
+    C = 3 for rgb; 2 * 5 = 10 for flow (x1, y1, ..., x5, y5); for a clip backbone (I3D) the L
+    frames of each segment stacked, 3L or 2L. Raises VideoFailure.
     """
-    T, L = cfg.segments, clip_len(modality)
+    if modality == "skeleton":  # keypoints come from a skeleton file: skeleton_view
+        raise VideoFailure(f"{video}: the skeleton stream reads the video's skeleton file, not "
+                           "its frames (extract.runner.skeleton_view)")
+    T, L = cfg.segments, get_spec(cfg.backbone).clip_len(modality)
     try:
         if modality == "rgb":
             with open_video(video, cfg.decoder, resize_short=cfg.short_side) as r:
@@ -184,7 +207,7 @@ def video_views(cfg: ExtractConfig, modality: str, video: Path | None,
                     raise VideoFailure(f"{video}: too few frames ({r.num_frames} < min_frames "
                                        f"{cfg.min_frames})")
                 frames = r.get(segment_indices(r.num_frames, T, L).reshape(-1), cfg.short_side)
-            return np.ascontiguousarray(spatial_views(frames, cfg.crop, cfg.crop_size))
+            return stack_clip(spatial_views(frames, cfg.crop, cfg.crop_size), L)
         if flow is None:
             raise VideoFailure(f"{video}: no flow for this video (manifest 'flow' is empty; "
                                "run 'cprclip flow')")
@@ -201,6 +224,19 @@ def video_views(cfg: ExtractConfig, modality: str, video: Path | None,
         raise VideoFailure(str(e)) from None
     except ValueError as e:  # a crop larger than the frame, an odd shape
         raise VideoFailure(f"{video}: {e}") from None
+
+
+def skeleton_view(cfg: ExtractConfig, skeleton: Path | None) -> np.ndarray:
+    """One video's skeleton stream input from its skeleton file: (C, F, V) float32 (C = 3: x,
+    y, score; F frames at ``skeleton_fps``; V = 23 joints); FeatureModel takes a batch of them
+    as (B, C, F, V). Raises VideoFailure."""
+    from extract.skeleton_stream import skeleton_input
+    from pipeline.skeleton import SkeletonError
+
+    try:
+        return skeleton_input(cfg, skeleton)
+    except SkeletonError as e:
+        raise VideoFailure(str(e)) from None
 
 
 class _VideoDataset(torch.utils.data.Dataset):
@@ -220,6 +256,22 @@ class _VideoDataset(torch.utils.data.Dataset):
             return i, None, f"{type(e).__name__}: {e}"
 
 
+def _skeleton_batches(cfg: ExtractConfig, records: list[VideoRecord]):
+    """The skeleton stream's batches, shaped as ``_collate`` shapes the frame streams': (indices
+    of good rows, a list of their (C, F, V) inputs or None, [(index, reason)])."""
+    for start in range(0, len(records), cfg.batch_videos):
+        good, inputs, fails = [], [], []
+        for i in range(start, min(start + cfg.batch_videos, len(records))):
+            try:
+                inputs.append(skeleton_view(cfg, records[i].skeleton))
+                good.append(i)
+            except VideoFailure as e:
+                fails.append((i, str(e)))
+            except Exception as e:  # noqa: BLE001 - one odd file must not stop the run
+                fails.append((i, f"{type(e).__name__}: {e}"))
+        yield good, (inputs or None), fails
+
+
 def _collate(batch):
     """-> (indices of good videos, (B, K, T, h, w, C) uint8 tensor or None, [(index, reason)])."""
     good = [(i, v) for i, v, err in batch if v is not None]
@@ -233,7 +285,9 @@ def _collate(batch):
 
 
 class FeatureModel:
-    """A loaded backbone that turns (B, K, T, h, w, C) uint8 views into (B, T, D) features."""
+    """A loaded backbone that turns (B, K, T, h, w, C) uint8 views into (B, T, D) features;
+    for the skeleton stream, (B, C, F, V) keypoints (a tensor, or a list of (C, F_b, V) arrays
+    of any lengths: :func:`skeleton_view`) into (B, T, D)."""
 
     def __init__(self, cfg: ExtractConfig, modality: str, checkpoint: Path | None,
                  device: torch.device):
@@ -244,12 +298,22 @@ class FeatureModel:
         self.device = device
         self.cuda = device.type == "cuda"
         self.amp = cfg.amp if self.cuda else resolve_cpu_amp(cfg.cpu_amp, "[extract] cpu_amp")
-        # channels_last: ~25% faster convolutions on CPU (oneDNN) as well as on CUDA.
-        self.model.to(device, memory_format=torch.channels_last)
+        self.modality, self.segments = modality, cfg.segments
+        if modality == "skeleton":  # a graph over 23 joints: no image layout to choose
+            self.model.to(device)
+            return
+        # channels_last: ~25% faster convolutions on CPU (oneDNN) as well as on CUDA (a 3D
+        # network takes its 5-D form).
+        self.model.to(device, memory_format=torch.channels_last_3d if self.spec.dense
+                      else torch.channels_last)
         self.mean, self.std = self.spec.mean_std(modality)
 
     @torch.inference_mode()
-    def __call__(self, views: torch.Tensor) -> np.ndarray:
+    def __call__(self, views: torch.Tensor | list[np.ndarray]) -> np.ndarray:
+        if self.modality == "skeleton":
+            from extract.skeleton_stream import skeleton_features
+
+            return skeleton_features(self.model, views, self.segments, self.device, self.amp)
         b, k, t = views.shape[:3]
         x = to_model_input(views.to(self.device, non_blocking=True), self.mean, self.std)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -357,8 +421,12 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     ckpt = resolve_checkpoint(cfg.checkpoint, finetuned_checkpoint_path(
         cfg.finetune_dir, cfg.dataset, cfg.backbone, modality), cfg.backbone, modality)
     bf16 = cfg.amp if device.type == "cuda" else resolve_cpu_amp(cfg.cpu_amp, "[extract] cpu_amp")
+    skeleton = modality == "skeleton"
+    if skeleton:
+        from extract.skeleton_stream import skeleton_sources
     recipe = make_recipe(cfg, modality, ckpt, "bf16" if bf16 else "fp32",
-                         _flow_recipe(records) if modality == "flow" else "")
+                         _flow_recipe(records) if modality == "flow" else "",
+                         skeleton_sources(records) if skeleton else "")
     done = _check_existing(out, recipe)
     mine = [r for i, r in enumerate(records) if i % world == rank]
     todo = [r for r in mine if r.video_id not in done]
@@ -369,13 +437,16 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
     log.info("%s: %d to extract, %d already done (rank %d/%d, %s, %s)", out.name, len(todo),
              res.done_before, rank, world, device, cfg.decoder)
     t0 = time.time()
-    loader = torch.utils.data.DataLoader(
-        _VideoDataset(cfg, modality, todo), batch_size=cfg.batch_videos, shuffle=False,
-        num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-        worker_init_fn=(functools.partial(init_decode_worker, workers=cfg.workers)
-                        if cfg.workers else None),
-        prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
-    batches = iter(loader)  # workers start decoding while the model is built
+    if skeleton:  # small files, read here: no decode workers
+        batches = _skeleton_batches(cfg, todo)
+    else:
+        loader = torch.utils.data.DataLoader(
+            _VideoDataset(cfg, modality, todo), batch_size=cfg.batch_videos, shuffle=False,
+            num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+            worker_init_fn=(functools.partial(init_decode_worker, workers=cfg.workers)
+                            if cfg.workers else None),
+            prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
+        batches = iter(loader)  # workers start decoding while the model is built
     fm = model if model is not None else FeatureModel(cfg, modality, ckpt, device)
     if fm.sha != recipe.checkpoint_sha256:
         raise ExtractError(f"model weights {fm.sha[:12]} differ from the recipe's checkpoint")
@@ -387,7 +458,7 @@ def extract_modality(cfg: ExtractConfig, modality: str, records: list[VideoRecor
             rows = []
             for i, reason in fails:
                 r = todo[i]
-                shown = r.flow if modality == "flow" else r.path
+                shown = {"flow": r.flow, "skeleton": r.skeleton}.get(modality, r.path) or r.path
                 log.error("%s: %s: %s", modality, r.video_id, reason)
                 rows.append((r.video_id, str(shown), f"{modality}: {reason}"))
             _append_failures(fail_csv, rows)

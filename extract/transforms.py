@@ -131,14 +131,23 @@ def spatial_views(frames: np.ndarray, crop: str, crop_size: int,
     raise ValueError(f"unknown crop {crop!r}; valid crops are: {', '.join(CROPS)}")
 
 
+def stack_clip(views: np.ndarray, clip_len: int) -> np.ndarray:
+    """(K, T*L, h, w, c) -> (K, T, h, w, c*L): the L frames of each segment on the channel
+    axis in frame order (x1, y1, x2, y2, ... for flow, mmaction2's NCHW_Flow; r1, g1, b1, r2,
+    ... for an RGB clip of a 3D backbone, extract/i3d.py)."""
+    k, n, h, w, c = views.shape
+    if n % clip_len:
+        raise ValueError(f"views must be (K, T*{clip_len}, h, w, c), got {views.shape}")
+    t = n // clip_len
+    v = views.reshape(k, t, clip_len, h, w, c).transpose(0, 1, 3, 4, 2, 5)
+    return np.ascontiguousarray(v.reshape(k, t, h, w, c * clip_len))
+
+
 def stack_flow(views: np.ndarray, clip_len: int) -> np.ndarray:
     """Flow (K, T*L, h, w, 2) -> (K, T, h, w, 2L), channels x1, y1, x2, y2, ... (NCHW_Flow)."""
-    k, n, h, w, c = views.shape
-    if c != 2 or n % clip_len:
+    if views.ndim != 5 or views.shape[-1] != 2:
         raise ValueError(f"flow views must be (K, T*{clip_len}, h, w, 2), got {views.shape}")
-    t = n // clip_len
-    v = views.reshape(k, t, clip_len, h, w, 2).transpose(0, 1, 3, 4, 2, 5)
-    return np.ascontiguousarray(v.reshape(k, t, h, w, 2 * clip_len))
+    return stack_clip(views, clip_len)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

@@ -5,8 +5,8 @@ be downloaded here, and randomly initialised features barely see the errors.
 
 Task: the single-class videos of the train split (every camera view is its own sample),
 14-way cross-entropy; validation on the single-class videos of the val split (top-1, mean
-class accuracy, confusion matrix). One run per stream (``modalities`` "rgb", "flow" or both in
-turn) writes ``<finetune_dir>/<dataset>/<backbone>-<modality>/``:
+class accuracy, confusion matrix). One run per stream (``modalities`` "rgb", "flow",
+"skeleton", in turn) writes ``<finetune_dir>/<dataset>/<backbone>-<modality>/``:
 
 - ``checkpoint.safetensors``: the recognizer's state_dict, keys exactly as
   :func:`extract.backbones.build_recognizer` makes them; safetensors metadata holds the
@@ -19,7 +19,8 @@ turn) writes ``<finetune_dir>/<dataset>/<backbone>-<modality>/``:
 - ``metrics.jsonl``, ``tensorboard/`` (the run convention of :mod:`pipeline.runs`),
   ``confusion.png`` / ``confusion.json`` (final val confusion matrix), ``config.json``.
 
-Modules: ``config`` (FinetuneConfig), ``data`` (frames, clips, crops, order), ``model`` (the
-network wrapper, BatchNorm modes), ``weights`` (init, conversions, fingerprint, files),
+Modules: ``config`` (FinetuneConfig), ``data`` (frames, clips, crops, order), ``skeleton`` (the
+skeleton stream's clips and augmentation, for ST-GCN), ``model`` (the network wrapper,
+BatchNorm modes), ``weights`` (init, conversions, fingerprint, files),
 ``metrics`` (confusion matrix), ``loop`` (build, resume, epoch, finish), ``cli``.
 """

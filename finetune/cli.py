@@ -1,4 +1,5 @@
-"""``cprclip finetune``: train the TSN/TSM backbone on the single-class videos.
+"""``cprclip finetune``: train the TSN/TSM (or, for skeletons, ST-GCN) backbone on the single-class
+videos.
 
     cprclip finetune --config configs/synthetic.toml [key=value ...] [--stop-after-epoch N]
     torchrun --nproc-per-node=K -m pipeline finetune --config ... [key=value ...]
@@ -7,7 +8,8 @@ Keys are those of :class:`finetune.config.FinetuneConfig` (``[finetune]`` in the
 ``<finetune_dir>/<dataset>/<backbone>-<modality>/checkpoint.safetensors`` per stream, which
 ``cprclip extract`` (``checkpoint = "auto"``) then uses. A rerun with the same config, manifest
 and init does nothing; an interrupted run resumes from its last finished epoch.
-Exit code 0 on success, 2 for a config, manifest, checkpoint or video problem, or a write that
+Exit code 0 on success, 2 for a config, manifest, checkpoint, video or skeleton-file problem
+(one line naming the video and its manifest row), or a write that
 failed (e.g. a full disk: one line naming the file; a rerun resumes from the last saved epoch).
 """
 from __future__ import annotations
@@ -52,12 +54,13 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.config import load_stage_config
     from pipeline.manifest import ManifestError
     from pipeline.runs import ResumeError
+    from pipeline.skeleton import SkeletonError
 
     _check_moved_keys(args.config, args.overrides)
     cfg = load_stage_config(FinetuneConfig, "finetune", args.config, args.overrides)
     try:
         results = run_finetune(cfg, stop_after_epoch=args.stop_after_epoch)
-    except (ManifestError, WeightsError, DecodeError, ResumeError) as e:
+    except (ManifestError, WeightsError, DecodeError, ResumeError, SkeletonError) as e:
         log.error("%s", e)
         return 2
     except OSError as e:  # e.g. a full disk: the message names the file; rerun to resume

@@ -18,7 +18,13 @@ from pipeline.features import MODALITIES, Modality
 # fingerprinted by its sha256). cpu_amp is fingerprinted by its resolved value (weights.py).
 NOT_FINGERPRINTED = ("workers", "device", "cache", "cache_dir", "num_threads", "manifest",
                      "dataset", "finetune_dir", "resume",
-                     "flow_epochs")  # flow_epochs reaches a stream as its `epochs`
+                     "flow_epochs", "skeleton_epochs")  # they reach a stream as its `epochs`
+# Keys only one kind of stream reads, left out of the other kind's fingerprint: a new skeleton
+# setting never retrains the flow stream, a new crop never retrains the skeleton stream.
+SKELETON_ONLY = ("skeleton_backbone", "skeleton_init", "skeleton_fps", "skeleton_frames",
+                 "skeleton_augment")
+FRAME_ONLY = ("flow_backbone", "flow_init", "segments", "short_side", "crop_size", "scales",
+              "flip", "decoder")
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class FinetuneConfig:
     seed: int = 0  # from [common]: init, epoch order and augmentation all follow from it
     backbone: BackboneName = "tsn_r50"  # CPR-CLIP extracts TSN R50 features
     flow_backbone: BackboneName | Literal[""] = ""  # the flow stream's own backbone ("" = backbone)
+    # the skeleton stream's own backbone ("" = backbone): stgcn / stgcn_lite (no frame backbone
+    # takes keypoints)
+    skeleton_backbone: BackboneName | Literal[""] = ""
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # the two TSN streams, trained one after the other
     segments: int = 8  # T per training clip: TSN's 8 (TSM must match extraction's T)
     short_side: int = 256  # mmaction2 Resize(-1, 256) before cropping, as extraction
@@ -44,6 +53,7 @@ class FinetuneConfig:
     flip: bool = False  # a mirrored view never occurs with fixed cameras (docs/finetune.md)
     epochs: int = 50  # mmaction2 fine-tunes TSN on UCF/HMDB-sized sets for tens of epochs
     flow_epochs: int = 0  # epochs of the flow stream; 0 = `epochs` (flow may converge sooner)
+    skeleton_epochs: int = 0  # epochs of the skeleton stream; 0 = `epochs` (its steps are cheap)
     batch_size: int = 32  # global videos per step; each of W processes takes batch_size / W
     lr: float = 0.00125  # mmaction2's 0.01 for batch 256, scaled linearly to batch 32
     momentum: float = 0.9  # mmaction2's TSN SGD
@@ -60,6 +70,15 @@ class FinetuneConfig:
     init_checkpoint: str = "none"  # mmaction2/torchvision/safetensors file; none = seeded random
     # flow starts from: same = init_checkpoint | rgb = the finetuned RGB stream
     flow_init: Literal["same", "rgb"] = "same"
+    # skeleton starts from: none = seeded random weights (no skeleton network ships weights in a
+    # registry package) | same = init_checkpoint (e.g. an ST-GCN file of the user's)
+    skeleton_init: Literal["none", "same"] = "none"
+    # The skeleton stream's input (extract/skeleton_input.py) and clips (finetune/skeleton.py):
+    skeleton_fps: float = 25.0  # frames per second fed to ST-GCN (0 = each file's own); as [extract]
+    skeleton_frames: int = 100  # frames per training clip at skeleton_fps (mmaction2's 100): 4 s
+    # small rotation, scale, joint jitter, a random window and a few % of speed change; nothing
+    # that changes what rate or depth a clip shows (finetune/skeleton.py)
+    skeleton_augment: bool = True
     decoder: DecoderChoice = "auto"  # as extraction
     # disk: decode each video once into uint8 .npy under cache_dir | none
     cache: Literal["disk", "none"] = "disk"
@@ -91,9 +110,14 @@ class FinetuneConfig:
         for key in ("momentum", "weight_decay", "clip_grad", "workers"):
             check_range(self, key, ge=0)
         check_range(self, "warmup_epochs", ge=0, lt=self.epochs)
-        if self.flow_epochs < 0 or 0 < self.flow_epochs <= self.warmup_epochs:
-            raise key_error(self, "flow_epochs", f"{self.flow_epochs} must be 0 (= epochs) or "
-                                                 f"more than warmup_epochs {self.warmup_epochs}")
+        for key in ("flow_epochs", "skeleton_epochs"):
+            n = getattr(self, key)
+            if n < 0 or 0 < n <= self.warmup_epochs:
+                raise key_error(self, key, f"{n} must be 0 (= epochs) or more than "
+                                           f"warmup_epochs {self.warmup_epochs}")
+        check_range(self, "skeleton_fps", ge=0)
+        # the paper's two temporal strides and kernel 9 need a few frames to see a motion
+        check_range(self, "skeleton_frames", ge=16)
         if self.dropout is not None:
             check_range(self, "dropout", ge=0, lt=1)
         if self.num_threads != "auto":
@@ -117,15 +141,17 @@ class FinetuneConfig:
 
 
 def stream_config(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
-    """The config one stream trains with: for flow, ``flow_epochs`` (when set) becomes ``epochs``,
-    so the schedule, the logs, the resume state and the fingerprint all see the stream's own
-    epoch count."""
+    """The config one stream trains with: only its modality, its own backbone in ``backbone``
+    (``modalities`` is not fingerprinted, so naming one stream changes no weights), and for flow
+    (skeleton) ``flow_epochs`` (``skeleton_epochs``), when set, as ``epochs``, so the schedule,
+    the logs, the resume state and the fingerprint all see the stream's own epoch count."""
     from extract.backbones import backbone_for
 
-    one = dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), flow_backbone="")
-    if modality == "flow" and cfg.flow_epochs:
-        return dataclasses.replace(one, epochs=cfg.flow_epochs, flow_epochs=0)
-    return dataclasses.replace(one, flow_epochs=0)
+    one = dataclasses.replace(cfg, backbone=backbone_for(cfg, modality), flow_backbone="",
+                              skeleton_backbone="", flow_epochs=0, skeleton_epochs=0,
+                              modalities=(modality,))
+    own = {"flow": cfg.flow_epochs, "skeleton": cfg.skeleton_epochs}.get(modality, 0)
+    return dataclasses.replace(one, epochs=own) if own else one
 
 
 def stream_order(cfg: FinetuneConfig) -> list[str]:

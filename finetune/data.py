@@ -23,7 +23,6 @@ import torch
 
 from finetune.config import FinetuneConfig
 from pipeline.atomic import write_atomic
-from pipeline.features import clip_len
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,8 @@ class ClipDataset(torch.utils.data.Dataset):
     Train mode: random segment offsets, multi-scale crop, optional flip, drawn from
     ``np.random.default_rng((seed, epoch, index))``. Eval mode: segment centres and a centre
     crop at ``crop_size`` (extraction's recipe with ``crop = "center"``). C = 3 rgb, or 10 flow
-    channels in x1, y1, ..., x5, y5 order.
+    channels in x1, y1, ..., x5, y5 order; for a clip backbone (I3D) the L frames of each
+    segment stacked in frame order, 3L or 2L.
     """
 
     def __init__(self, records: list, cfg: FinetuneConfig, modality: str, train: bool,
@@ -168,12 +168,13 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         """``key``: an index, or ``(epoch, index)`` from :class:`EpochSampler` (the epoch picks
         the augmentation, so persistent workers need no state from the main process)."""
+        from extract.backbones import get_spec
         from extract.sampling import segment_indices
-        from extract.transforms import center_crop, stack_flow
+        from extract.transforms import center_crop, stack_clip
 
         epoch, i = key if isinstance(key, tuple) else (0, key)
         cfg, rec = self.cfg, self.records[i]
-        T, L = cfg.segments, clip_len(self.modality)
+        T, L = cfg.segments, get_spec(cfg.backbone).clip_len(self.modality)
         rng = np.random.default_rng((cfg.seed, epoch, i))
         mode = "train" if self.train else "test"
         frames = self.source.frames(
@@ -185,10 +186,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 frames = hflip(frames, self.modality)
         else:
             frames = center_crop(frames, cfg.crop_size)[0]
-        if self.modality == "flow":
-            clip = stack_flow(frames[None], L)[0]  # (T, S, S, 2L)
-        else:
-            clip = np.ascontiguousarray(frames)  # (T, S, S, 3)
+        clip = stack_clip(frames[None], L)[0]  # (T, S, S, c*L): 3 rgb, 10 flow, 3L / 2L a clip
         return torch.from_numpy(clip), int(rec.labels[0]), i
 
 

@@ -178,7 +178,7 @@ def _build_model(cfg: FinetuneConfig, modality: str, init_path: Path | None, rt:
         init_weights(model, init_path, modality)
     model.to(rt.device)
     cuda = rt.device.type == "cuda"
-    if cuda:  # NHWC convolutions are faster on tensor cores; plain NCHW on CPU
+    if cuda and modality != "skeleton":  # NHWC convs are faster on tensor cores; NCHW on CPU
         model.to(memory_format=torch.channels_last)
     inner = SegmentClassifier(model, cfg.segments)
     if rt.dist.world > 1 and cfg.sync_bn:
@@ -204,20 +204,30 @@ def _build_loaders(cfg: FinetuneConfig, modality: str, train_recs: list, val_rec
 
     dist_ = rt.dist
     per_rank = cfg.batch_size // dist_.world
-    cache_dir = cfg.frame_cache_dir if cfg.cache == "disk" else None
-    # Only training clips come from the cache: validation reads T x L frames per video a few
-    # times, which costs less than caching every frame of it.
-    train_ds = ClipDataset(train_recs, cfg, modality, True,
-                           FrameSource(modality, cfg.short_side, cfg.decoder, cache_dir))
-    val_ds = ClipDataset(val_recs[dist_.rank::dist_.world], cfg, modality, False,
-                         FrameSource(modality, cfg.short_side, cfg.decoder, None))
+    workers = cfg.workers
+    if modality == "skeleton":
+        from finetune.skeleton import SkeletonClipDataset
+
+        # Keypoints are read once into memory and a clip is a few numpy operations: worker
+        # processes would cost more than they save.
+        workers = 0
+        train_ds = SkeletonClipDataset(train_recs, cfg, True)
+        val_ds = SkeletonClipDataset(val_recs[dist_.rank::dist_.world], cfg, False)
+    else:
+        cache_dir = cfg.frame_cache_dir if cfg.cache == "disk" else None
+        # Only training clips come from the cache: validation reads T x L frames per video a
+        # few times, which costs less than caching every frame of it.
+        train_ds = ClipDataset(train_recs, cfg, modality, True,
+                               FrameSource(modality, cfg.short_side, cfg.decoder, cache_dir))
+        val_ds = ClipDataset(val_recs[dist_.rank::dist_.world], cfg, modality, False,
+                             FrameSource(modality, cfg.short_side, cfg.decoder, None))
     sampler = EpochSampler(len(train_ds), cfg.seed, dist_.rank, dist_.world)
     # Workers stay up between epochs; their seeds come from a private generator, so they never
     # consume the global torch RNG (dropout), which a resumed run restores from the state.
-    loader_kw = dict(num_workers=cfg.workers, pin_memory=rt.device.type == "cuda",
-                     worker_init_fn=(functools.partial(init_decode_worker, workers=cfg.workers)
-                                     if cfg.workers else None),
-                     persistent_workers=cfg.workers > 0,
+    loader_kw = dict(num_workers=workers, pin_memory=rt.device.type == "cuda",
+                     worker_init_fn=(functools.partial(init_decode_worker, workers=workers)
+                                     if workers else None),
+                     persistent_workers=workers > 0,
                      generator=torch.Generator().manual_seed(cfg.seed))
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,
                                                drop_last=True, **loader_kw)
@@ -305,14 +315,23 @@ def start_logs(s: Stream, start: int, manifest_sha: str) -> tuple[MetricsLog | N
 # 3. Epoch
 
 
+def model_input(s: Stream, clips: torch.Tensor) -> torch.Tensor:
+    """A batch from the loader, on the device, as the network takes it: frames (B, T, S, S, C)
+    uint8 -> (B*T, C, S, S) normalised; skeleton clips (B, C, F, V) float32 are already
+    normalised (finetune/skeleton.py)."""
+    clips = clips.to(s.rt.device, non_blocking=True)
+    if s.modality == "skeleton":
+        return clips
+    return to_input(clips, s.mean, s.std, s.channels_last)
+
+
 def validate(s: Stream) -> tuple[np.ndarray, dict[str, float]]:
     """Confusion matrix and metrics over this rank's val shard, gathered from all ranks."""
     s.inner.eval()
     labels, preds = [], []
     with torch.inference_mode():
         for clips, y, _ in s.val_loader:
-            x = to_input(clips.to(s.rt.device, non_blocking=True), s.mean, s.std,
-                         s.channels_last)
+            x = model_input(s, clips)
             with s.autocast():
                 scores = s.inner(x)
             preds.append(scores.float().argmax(1).cpu().numpy())
@@ -344,7 +363,7 @@ def train_epoch(s: Stream, epoch: int, writer) -> tuple[dict[str, Any], np.ndarr
         lr = lr_at(cfg, epoch + i / steps)
         for g in s.opt.param_groups:
             g["lr"] = lr
-        x = to_input(clips.to(device, non_blocking=True), s.mean, s.std, s.channels_last)
+        x = model_input(s, clips)
         y = y.to(device, non_blocking=True)
         with s.autocast():
             scores = s.net(x)

@@ -10,7 +10,8 @@ class SegmentClassifier(nn.Module):
     """Class scores of T-segment clips: (B*T, C, S, S) normalised -> (B, K).
 
     TSN/TSM: mmaction2's own path (``backbone`` then ``cls_head`` with its segment consensus);
-    CLIP ViT: per-frame scores averaged over T. ``.model`` is the recognizer whose state_dict
+    CLIP ViT: per-frame scores averaged over T; ST-GCN (``scores_per_clip``): skeleton clips
+    (B, C, F, V) straight to scores. ``.model`` is the recognizer whose state_dict
     is saved (the keys ``cprclip extract`` loads).
     """
 
@@ -20,6 +21,8 @@ class SegmentClassifier(nn.Module):
         self.segments = segments
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model, "scores_per_clip", False):  # ST-GCN: (B, C, F, V) -> (B, K)
+            return self.model(x)
         if hasattr(self.model, "cls_head"):
             return self.model.cls_head(self.model.backbone(x), num_segs=self.segments)
         scores = self.model(x)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from extract.backbones import cross_modality_conv1
-from finetune.config import NOT_FINGERPRINTED, FinetuneConfig
+from finetune.config import FRAME_ONLY, NOT_FINGERPRINTED, SKELETON_ONLY, FinetuneConfig
 from pipeline.atomic import write_atomic
 from pipeline.config import to_dict
 from pipeline.log import first_line
@@ -88,6 +88,8 @@ def init_source(cfg: FinetuneConfig, modality: str) -> tuple[Path | None, str]:
             raise WeightsError(f"{p}: flow_init=rgb needs the finetuned RGB stream; run "
                                "finetune with modalities=rgb,flow (rgb is trained first)")
         return p, sha256_file(p)
+    if modality == "skeleton" and cfg.skeleton_init == "none":
+        return None, "random-init"  # init_checkpoint names the frame streams' start
     value = (cfg.init_checkpoint or "none").strip()
     if value.lower() in ("none", ""):
         return None, "random-init"
@@ -121,7 +123,8 @@ def init_weights(model: nn.Module, path: Path, modality: str) -> str:
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     if is_package_weights(model, sd):  # shipped ImageNet file: pinned, mapped onto the backbone
         return load_weights(model, path)
-    sd = torchvision_to_mmaction(sd)
+    if modality != "skeleton":  # an ST-GCN file has its own names (its head is fc.*, too)
+        sd = torchvision_to_mmaction(sd)
     own = model.state_dict()
     take: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
@@ -163,9 +166,12 @@ def run_identity(cfg: FinetuneConfig, modality: str, manifest_sha: str, init_sha
     """What determines a stream's weights: its config (with this one modality in place of
     ``modalities``, less the speed-only keys), the manifest and the initial weights.
     ``cpu_amp`` is the *resolved* choice, so ``"auto"`` that picks bf16 names the same
-    weights as ``true`` did."""
+    weights as ``true`` did. Keys only the other kind of stream reads are left out
+    (:data:`finetune.config.SKELETON_ONLY`, :data:`finetune.config.FRAME_ONLY`; for the
+    skeleton stream ``init_checkpoint`` too, which its ``init_sha256`` already names)."""
+    other = (FRAME_ONLY + ("init_checkpoint",) if modality == "skeleton" else SKELETON_ONLY)
     d = {_IDENTITY_NAMES.get(k, k): v for k, v in to_dict(cfg).items()
-         if k not in NOT_FINGERPRINTED and k != "modalities"}
+         if k not in NOT_FINGERPRINTED and k != "modalities" and k not in other}
     d["modality"] = modality
     d["cpu_amp"] = bool(cpu_amp)
     return {"config": d, "manifest_sha256": manifest_sha, "init_sha256": init_sha}

@@ -23,15 +23,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth.cli", "generate the synthetic multi-view CPR dataset"),
     "manifest": ("pipeline.manifest_cli", "check a manifest and summarise it"),
     "flow": ("extract.flow_cli", "compute optical flow videos for a manifest"),
+    "pose": ("extract.pose_cli", "2D skeletons (MediaPipe BlazePose) for videos without them"),
     "finetune": ("finetune.cli", "train the TSN/TSM backbone on single-class videos"),
     "extract": ("extract.cli", "extract per-segment features into HDF5"),
     "import-features": ("extract.import_features",
                         "the authors' released feature pickles -> a feature-store file"),
     "export-features": ("extract.export_features",
                         "a feature-store file -> the authors' feature pickles"),
+    "import-alphapose": ("extract.import_alphapose",
+                         "AlphaPose's JSON results -> skeleton files (pipeline.skeleton)"),
     "train": ("train.cli", "train CPR-CLIP, CPR-CLIP+ or a baseline on HDF5 features"),
     "eval": ("evaluate.cli", "evaluate runs and write the report"),
     "predict": ("assist.cli", "errors and advice for the views of one take"),
+    "frames": ("frames.cli", "sample frames of the single-class videos into a class-folder "
+                             "image dataset (or check one: --check)"),
+    "predict-frames": ("frames.predict", "top-5 classes of each image listed in a CSV"),
     "serve": ("assist.server", "the assistant as a web page and HTTP API (127.0.0.1:8000)"),
 }
 

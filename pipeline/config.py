@@ -42,14 +42,19 @@ T = TypeVar("T")
 SECTIONS: dict[str, str] = {
     "synth": "synth.config:SynthConfig",
     "flow": "extract.flow_cli:FlowConfig",
+    "pose": "extract.pose_cli:PoseConfig",
     "finetune": "finetune.config:FinetuneConfig",
     "extract": "extract.runner:ExtractConfig",
     "train": "train.config:TrainConfig",
+    "regress": "train.regress:RegressConfig",  # `cprclip train/eval task=regress` (issue 19)
     "eval": "evaluate.runner:EvalConfig",
     "predict": "assist.assistant:PredictConfig",
     "serve": "assist.server:ServeConfig",
     "import_features": "extract.authors_features:ImportFeaturesConfig",
     "export_features": "extract.authors_features:ExportFeaturesConfig",
+    "import_alphapose": "extract.alphapose:ImportAlphaPoseConfig",
+    "frames": "frames.config:FramesConfig",
+    "predict_frames": "frames.config:PredictFramesConfig",
 }
 # The keys shipped configs put in [common]; any key of any stage may go there too, but these
 # are accepted without importing every stage to find out.
@@ -57,7 +62,7 @@ COMMON_KEYS = ("dataset", "manifest", "features_dir", "runs_dir", "finetune_dir"
                "device")
 # Keys that name a folder: an existing file there is an error before any stage starts.
 FOLDER_KEYS = ("features_dir", "runs_dir", "finetune_dir", "report_dir", "flow_dir", "cache_dir",
-               "text_cache_dir")
+               "text_cache_dir", "pose_dir", "frames_dir")
 
 
 class ConfigError(ValueError):
@@ -427,11 +432,13 @@ AGREEMENTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "extract loads the backbone finetune trained, and train reads the features extract wrote"),
     ("flow_backbone", ("finetune", "extract", "train"),
      "the flow stream's backbone: the same chain as backbone"),
+    ("skeleton_backbone", ("finetune", "extract", "train"),
+     "the skeleton stream's backbone: the same chain as backbone"),
     ("segments", ("extract", "train"), "train reads the <segments>seg feature files extract wrote"),
 )
 # Compared only when [extract] checkpoint = "auto", i.e. extract uses finetune's weights, which
-# learnt objects at that scale.
-CROP_AGREEMENTS = ("crop_size", "short_side")
+# learnt objects at that scale (and, for the skeleton stream, motion at that frame rate).
+CROP_AGREEMENTS = ("crop_size", "short_side", "skeleton_fps")
 
 
 def check_agreement(config_path: str | Path, data: dict[str, Any] | None = None) -> None:

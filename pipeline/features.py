@@ -34,7 +34,8 @@ STR = h5py.string_dtype("utf-8")
 ROW_FIELDS = ("video_id", "take_id", "participant", "split")
 REQUIRED_ATTRS = ("schema_version", "backbone", "modality", "segments", "checkpoint_sha256")
 # The streams a feature file can hold (its name carries one); a config's modality choice.
-Modality = Literal["rgb", "flow"]
+# skeleton: 2D keypoint files (pipeline/skeleton.py) through an ST-GCN (extract/stgcn.py)
+Modality = Literal["rgb", "flow", "skeleton"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
 FLOW_CLIP_LEN = 5  # flow frames per segment: 5 stacked (x, y) pairs = 10 channels, TSN's flow
 # take_id / participant of rows whose source does not say (features imported from the authors'
@@ -578,10 +579,11 @@ def sync_to_manifest(path: str | Path, records: Any) -> ManifestDiff:
 
 RECIPE_KEYS = ("backbone", "modality", "segments", "seed", "sampling", "crops", "decoder",
                "feature_dim", "init", "checkpoint_path", "checkpoint_sha256", "precision",
-               "config_json", "code_version", "flow_recipe")
-# what must agree between an existing file and a new extraction into it
+               "config_json", "code_version", "flow_recipe", "skeleton_source")
+# what must agree between an existing file and a new extraction into it (skeleton_source: noisy
+# and clean keypoints of one dataset must never share a file)
 COMPATIBLE_KEYS = ("backbone", "modality", "segments", "checkpoint_sha256", "init", "seed",
-                   "sampling", "crops", "decoder")
+                   "sampling", "crops", "decoder", "skeleton_source")
 
 
 @dataclass(frozen=True)
@@ -591,7 +593,8 @@ class FeatureRecipe:
     ``init`` is ``"checkpoint"`` (weights from ``checkpoint_path``, whose sha256 is
     ``checkpoint_sha256``) or ``"random"`` (seeded random weights). ``config_json`` is the
     resolved ``[extract]`` config that made the file; ``flow_recipe`` the flow stage's recipe
-    line (flow files only).
+    line (flow files only); ``skeleton_source`` the ``source`` of the skeleton files read
+    (e.g. ``synth-noisy``, ``synth-clean``, several joined by ``+``; skeleton files only).
     """
 
     backbone: str
@@ -609,6 +612,7 @@ class FeatureRecipe:
     config_json: str = "{}"
     code_version: str = ""
     flow_recipe: str = ""
+    skeleton_source: str = ""  # skeleton files only: who made the keypoints (their ``source``)
     extra: dict[str, Any] = field(default_factory=dict)  # attributes this code does not know
 
     @property

@@ -1,8 +1,10 @@
 """The dataset manifest: one CSV row per video file, and the flow index that ``cprclip flow``
 writes beside its flow videos.
 
-Columns: video_id, path, take_id, view, participant, split, labels, flow (optional).
-``path`` and ``flow`` are relative to the manifest's folder; ``video_id`` is a safe file name
+Columns: video_id, path, take_id, view, participant, split, labels, flow (optional), skeleton
+(optional: a 2D keypoint file, :mod:`pipeline.skeleton`), and the optional measurements rate
+(compressions per minute) and depth (cm) of the take (:data:`MEASURES`). ``path``, ``flow`` and
+``skeleton`` are relative to the manifest's folder; ``video_id`` is a safe file name
 (:func:`pipeline.paths.name_problem`), since stages name output files after it. The loader
 rejects bad rows with a message that names the file, the row and the problem;
 :func:`parse_manifest` collects all of them. Rows are numbered by their line in the file (the
@@ -10,13 +12,15 @@ header is line 1).
 
 A stage never rewrites the manifest: ``cprclip flow`` records what it computed in
 ``<flow_dir>/index.csv`` (:func:`write_flow_index`), and the loader fills a row's ``flow`` from
-that index when the manifest's own ``flow`` is empty (:func:`resolve_flow`).
+that index when the manifest's own ``flow`` is empty (:func:`resolve_flow`). ``cprclip pose``
+does the same for skeleton files, in ``<pose_dir>/index.csv`` (:func:`resolve_pose`).
 """
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -30,7 +34,14 @@ from pipeline.taxonomy import LabelError, format_labels, multi_hot, parse_labels
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("video_id", "path", "take_id", "view", "participant", "split", "labels")
-COLUMNS = REQUIRED_COLUMNS + ("flow",)
+COLUMNS = REQUIRED_COLUMNS + ("flow", "skeleton")
+# Optional measurements of the take, for regression (issue 19): column -> (unit, plausible
+# range). A feedback manikin logs them; synth writes the true values of its motion.
+MEASURES: dict[str, tuple[str, float, float]] = {
+    "rate": ("compressions per minute", 10.0, 300.0),
+    "depth": ("cm", 0.1, 15.0),
+}
+COLUMNS += tuple(MEASURES)
 SPLITS = ("train", "val", "test")
 VIEWS = (1, 2, 3, 4)
 # Linux's PATH_MAX: no real path or label list is longer, and a longer field is a broken file
@@ -55,6 +66,9 @@ class VideoRecord:
     labels: tuple[int, ...]
     flow: Path | None = None
     row: int = 0  # line number in the CSV (header is line 1), for error messages
+    rate: float | None = None  # measured compressions per minute of the take (MEASURES)
+    depth: float | None = None  # measured mean compression depth of the take, cm
+    skeleton: Path | None = None  # the 2D keypoint file (pipeline.skeleton), absolute
 
     @property
     def multi_hot(self) -> np.ndarray:
@@ -178,9 +192,37 @@ def _row_problem(header: list[str], fields: list[str], first: int, last: int) ->
     return None
 
 
+def _measures(row: dict[str, str]) -> tuple[dict[str, float], str | None]:
+    """The optional measurement columns of a row (:data:`MEASURES`) as numbers: ({name: value}
+    for the filled ones, None), or ({}, the problem) for a value that is not a finite, positive
+    number in its plausible range."""
+    out: dict[str, float] = {}
+    for name, (unit, lo, hi) in MEASURES.items():
+        text = row.get(name, "")
+        if not text:
+            continue
+        try:
+            v = float(text)
+        except ValueError:
+            return {}, f"{name} {text!r} is not a number ({unit})"
+        if not math.isfinite(v) or v <= 0:
+            return {}, f"{name} {text!r} must be a finite number above 0 ({unit})"
+        if not lo <= v <= hi:
+            hint = " (a depth in mm? give cm)" if name == "depth" and v > hi else ""
+            return {}, f"{name} {text!r} is outside the plausible range {lo:g}-{hi:g} {unit}{hint}"
+        out[name] = v
+    return out, None
+
+
+def _measure_text(v: float | None) -> str:
+    """A measurement as the writer stores it: short, exact enough (0.001), "" when absent."""
+    return "" if v is None else f"{v:.3f}".rstrip("0").rstrip(".")
+
+
 def parse_manifest(
     path: str | Path, check_files: bool = True, allow_outside_root: bool = False,
     flow_dir: str | Path | None = None, use_flow_index: bool = True,
+    pose_dir: str | Path | None = None, use_pose_index: bool = True,
 ) -> tuple[list[VideoRecord], list[str]]:
     """Parse a manifest; return the good records and one error line per bad row.
 
@@ -190,7 +232,9 @@ def parse_manifest(
 
     Rows whose ``flow`` column is empty get the flow video that ``cprclip flow`` recorded in
     ``<flow_dir>/index.csv`` (default ``flow_dir``: ``<manifest folder>/flow``), unless
-    ``use_flow_index`` is false.
+    ``use_flow_index`` is false. Likewise rows whose ``skeleton`` is empty get the skeleton
+    file that ``cprclip pose`` recorded in ``<pose_dir>/index.csv`` (default: ``pose/`` beside
+    the manifest), unless ``use_pose_index`` is false.
     """
     path = Path(path)
     text = _read_text(path)
@@ -258,11 +302,25 @@ def parse_manifest(
             if problem:
                 errors.append(f"{where}: flow {problem}")
                 continue
+        skeleton = None
+        if row.get("skeleton"):
+            skeleton, problem = _resolve(base, row["skeleton"], allow_outside_root)
+            if problem:
+                errors.append(f"{where}: skeleton {problem}")
+                continue
+            if check_files and not _is_file(skeleton):
+                errors.append(f"{where}: skeleton file {skeleton} not found")
+                continue
+        measures, problem = _measures(row)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
         rec = VideoRecord(vid, video, row["take_id"] or vid, view, row["participant"],
                           row["split"], labels, flow, i)
+        rec = replace(rec, skeleton=skeleton, **measures)
         first = takes.get(rec.take_id)
         if first is not None:
-            for field in ("labels", "participant", "split"):
+            for field in ("labels", "participant", "split", *MEASURES):
                 a, b = getattr(first, field), getattr(rec, field)
                 if a != b:
                     shown = (format_labels(a), format_labels(b)) if field == "labels" else (a, b)
@@ -295,15 +353,19 @@ def parse_manifest(
         errors.append(f"{path}: no rows")
     if use_flow_index and records:
         records = resolve_flow(records, flow_dir if flow_dir else default_flow_dir(path))
+    if use_pose_index and records:
+        records = resolve_pose(records, pose_dir if pose_dir else default_pose_dir(path))
     return records, errors
 
 
 def load_manifest(
     path: str | Path, check_files: bool = True, allow_outside_root: bool = False,
-    flow_dir: str | Path | None = None,
+    flow_dir: str | Path | None = None, pose_dir: str | Path | None = None,
 ) -> list[VideoRecord]:
-    """Load a manifest, raising ManifestError on the first bad row (flow: see parse_manifest)."""
-    records, errors = parse_manifest(path, check_files, allow_outside_root, flow_dir)
+    """Load a manifest, raising ManifestError on the first bad row (flow and skeleton indexes:
+    see parse_manifest)."""
+    records, errors = parse_manifest(path, check_files, allow_outside_root, flow_dir,
+                                     pose_dir=pose_dir)
     if errors:
         more = (f" (and {len(errors) - 1} more problem(s); run 'cprclip manifest check')"
                 if len(errors) > 1 else "")
@@ -325,7 +387,8 @@ def write_manifest(path: str | Path, records: Iterable[VideoRecord]) -> None:
             for r in records:
                 rel = lambda p: os.path.relpath(Path(p).resolve(), base) if p else ""  # noqa: E731
                 w.writerow([r.video_id, rel(r.path), r.take_id, r.view, r.participant, r.split,
-                            format_labels(r.labels), rel(r.flow)])
+                            format_labels(r.labels), rel(r.flow), rel(r.skeleton)]
+                           + [_measure_text(getattr(r, k)) for k in MEASURES])
         os.replace(tmp, path)
     except OSError as e:  # e.g. a full disk: the old manifest stays, no temporary, name the file
         tmp.unlink(missing_ok=True)
@@ -459,5 +522,129 @@ def resolve_flow(records: list[VideoRecord], flow_dir: str | Path) -> list[Video
     if stale:
         log.warning("%s: the flow of %d video(s) was computed from an older file (%s%s); "
                     "rerun 'cprclip flow'", flow_index_path(flow_dir), len(stale),
+                    ", ".join(stale[:3]), ", ..." if len(stale) > 3 else "")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The pose index: the skeleton files `cprclip pose` estimated, keyed by video_id, beside them.
+# The same shape as the flow index: the manifest is never rewritten, the loader joins.
+
+POSE_INDEX = "index.csv"
+POSE_INDEX_COLUMNS = ("video_id", "skeleton", "recipe", "source", "source_size",
+                      "source_mtime_ns")
+
+
+@dataclass(frozen=True)
+class PoseEntry:
+    """One skeleton file of the pose index. ``skeleton`` and ``source`` (the video) are
+    absolute; the video's size and mtime tell whether it changed after it was estimated."""
+
+    video_id: str
+    skeleton: Path
+    recipe: str
+    source: Path
+    source_size: int
+    source_mtime_ns: int
+
+    def is_current(self, video: Path) -> bool:
+        """True when this skeleton was estimated from ``video`` as it is now (a video that is
+        gone cannot be compared, so its skeleton still counts)."""
+        if Path(video).resolve() != self.source:
+            return False
+        try:
+            st = Path(video).stat()
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime_ns) == (self.source_size, self.source_mtime_ns)
+
+
+def default_pose_dir(manifest: str | Path) -> Path:
+    """Where ``cprclip pose`` writes when ``pose_dir`` is not set: ``<manifest folder>/pose``."""
+    return Path(manifest).parent / "pose"
+
+
+def pose_index_path(pose_dir: str | Path) -> Path:
+    return Path(pose_dir) / POSE_INDEX
+
+
+def pose_entry(video_id: str, skeleton: Path, recipe: str, source: Path) -> PoseEntry:
+    """The index entry for a skeleton file just estimated from the video ``source``."""
+    st = Path(source).stat()
+    return PoseEntry(video_id, Path(skeleton).resolve(), recipe, Path(source).resolve(),
+                     st.st_size, st.st_mtime_ns)
+
+
+def read_pose_index(pose_dir: str | Path) -> dict[str, PoseEntry]:
+    """``{video_id: PoseEntry}`` from ``<pose_dir>/index.csv``; {} when there is none yet.
+
+    Raises ManifestError (one line naming the file and row) for an index that is not ours."""
+    pose_dir = Path(pose_dir)
+    path = pose_index_path(pose_dir)
+    if not path.is_file():
+        return {}
+    redo = "; delete it and rerun 'cprclip pose'"
+    try:
+        text = _read_text(path, "pose index")
+    except ManifestError as e:
+        raise ManifestError(f"{e}{redo}") from None
+    rows = _csv_rows(text, path)
+    header = next(rows, (1, 1, []))[2]
+    if tuple(header) != POSE_INDEX_COLUMNS:
+        raise ManifestError(f"{path}: not a pose index (header {','.join(header)!r}){redo}")
+    root = pose_dir.resolve()
+    out: dict[str, PoseEntry] = {}
+    for i, last, fields in rows:
+        try:
+            if last != i or len(fields) != len(POSE_INDEX_COLUMNS) or "\0" in "".join(fields):
+                raise ValueError(f"not {len(POSE_INDEX_COLUMNS)} plain fields on one line")
+            vid, name, rec, source, size, mtime = fields
+            # Entries name files inside the pose folder only, so an edited index cannot point
+            # a stage at an arbitrary path.
+            out[vid] = PoseEntry(vid, safe_child(root, name), rec,
+                                 Path(os.path.normpath(root / source)), int(size), int(mtime))
+        except (ValueError, UnsafeNameError) as e:
+            raise ManifestError(f"{path}:row {i}: {e}{redo}") from None
+    return out
+
+
+def write_pose_index(pose_dir: str | Path, entries: Iterable[PoseEntry]) -> Path:
+    """Write ``<pose_dir>/index.csv`` atomically, sorted by video_id, paths relative to the
+    pose folder (a dataset moved with its skeletons still matches)."""
+    from pipeline.atomic import write_atomic
+
+    pose_dir = Path(pose_dir)
+    root = pose_dir.resolve()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(POSE_INDEX_COLUMNS)
+    for e in sorted(entries, key=lambda e: e.video_id):
+        w.writerow([e.video_id, os.path.relpath(e.skeleton, root), e.recipe,
+                    os.path.relpath(e.source, root), e.source_size, e.source_mtime_ns])
+    pose_dir.mkdir(parents=True, exist_ok=True)
+    path = pose_index_path(pose_dir)
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def resolve_pose(records: list[VideoRecord], pose_dir: str | Path) -> list[VideoRecord]:
+    """Records with an empty ``skeleton`` get the skeleton file of ``<pose_dir>/index.csv``
+    for their video_id, when it was estimated from the video as it is now. The manifest's own
+    ``skeleton`` always wins. The one place that joins the pose index to the manifest."""
+    index = read_pose_index(pose_dir)
+    if not index:
+        return records
+    out, stale = [], []
+    for r in records:
+        e = index.get(r.video_id) if r.skeleton is None else None
+        if e is not None:
+            if e.is_current(r.path):
+                r = replace(r, skeleton=e.skeleton)
+            else:
+                stale.append(r.video_id)
+        out.append(r)
+    if stale:
+        log.warning("%s: the skeletons of %d video(s) were estimated from an older file (%s%s); "
+                    "rerun 'cprclip pose'", pose_index_path(pose_dir), len(stale),
                     ", ".join(stale[:3]), ", ..." if len(stale) > 3 else "")
     return out

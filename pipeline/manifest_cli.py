@@ -10,7 +10,7 @@ import logging
 import sys
 from collections import Counter
 
-from pipeline.manifest import ManifestError, parse_manifest
+from pipeline.manifest import MEASURES, ManifestError, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def main(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{args.path}: {len(records)} good rows, {len(errors)} bad, {takes} takes\n")
     for (split, kind), n in sorted(kinds.items()):
         sys.stdout.write(f"  {split:<5} {kind:<9} {n}\n")
+    for name, (unit, _, _) in MEASURES.items():  # the optional measurements (issue 19)
+        values = [getattr(r, name) for r in records if getattr(r, name) is not None]
+        if values:
+            sys.stdout.write(f"  {name}: {len(values)} rows, {min(values):g}-{max(values):g} "
+                             f"{unit}\n")
     if not by_split:
         return 1
     return 1 if errors else 0

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from pipeline.config import ConfigError, check_dataset_name, check_seed
+from pipeline.config import ConfigError, check_dataset_name, check_range, check_seed
 from pipeline.taxonomy import composite_label_sets
 from synth.render import VIEW_NAMES
 
@@ -32,6 +32,10 @@ class SynthConfig:
     preset: str = "veryfast"  # x264 speed/size: 2x faster than "fast", files ~6% bigger
     workers: int = 2  # processes rendering and encoding in parallel
     max_takes: int = 0  # 0 = all; >0 keeps only that many takes (quick 4K checks)
+    # strength of the estimator-like noise on the keypoints in skeleton/ (synth/keypoints.py):
+    # 1 = jitter, low scores when occluded, missed frames and left/right swaps as modelled;
+    # 0 = a copy of the clean ones (skeleton_clean/)
+    keypoint_noise: float = 1.0
 
     def __post_init__(self) -> None:
         # checked when built, from TOML or directly in code
@@ -60,6 +64,8 @@ class SynthConfig:
             raise ConfigError(f"[synth] crf={self.crf} must be 0..51")
         if self.max_takes < 0:
             raise ConfigError(f"[synth] max_takes={self.max_takes} must be >= 0 (0 = all)")
+        # at 10 a third of the frames are missed: more is no estimator any longer, likely a typo
+        check_range(self, "keypoint_noise", ge=0, le=10)
         if Path(self.manifest).parent.name != self.dataset:
             raise ConfigError(
                 f"[synth] manifest {self.manifest!r} is not in a folder named after dataset "

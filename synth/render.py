@@ -164,6 +164,30 @@ class Motion:
     sway: np.ndarray        # (N,) sideways body sway (m)
     rate_bpm: float
     depth: float
+    # What a feedback manikin would log for the take (issue 19): the mean peak depth (m) of the
+    # presses whose deepest point falls inside the clip (each press varies by +-10 %). The rate
+    # is constant within a take, so its mean is ``rate_bpm``.
+    mean_depth: float = 0.0
+
+
+# The error ranges of rate (per minute) and depth (m); correct is 100-120/min and 5-6 cm.
+SLOW_RATE = (60.0, 98.0)
+SHALLOW_DEPTH = (0.015, 0.047)
+DEEP_DEPTH = (0.063, 0.11)
+
+
+def mean_press_depth(depth: float, amp: np.ndarray, phase0: float, rate: float, frames: int,
+                     fps: float) -> float:
+    """Mean peak depth (m) of the presses seen in a clip of ``frames`` frames.
+
+    Press k is deepest at phase k + 0.5, i.e. at t = (k + 0.5 - phase0) * 60 / rate; its peak
+    is ``depth * amp[k]``. A clip too short to hold a peak gets the nominal ``depth``.
+    """
+    t_end = (frames - 1) / fps
+    k = np.arange(len(amp))
+    t_peak = (k + 0.5 - phase0) * 60.0 / rate
+    seen = (t_peak >= 0) & (t_peak <= t_end)
+    return float(depth * amp[seen].mean()) if seen.any() else float(depth)
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -178,21 +202,25 @@ def sample_motion(labels: tuple[int, ...], person: Participant, seed: int, frame
     err = set(labels) - {0}
     t = np.arange(frames) / fps
 
-    # Rate: correct 100-120/min; slow 60-78/min.
+    # Rate and depth take continuous values around the guideline limits (100-120/min, 5-6 cm),
+    # so that they can be measured, not only classified (issue 19). One draw each, as before
+    # the ranges were widened, so the rest of the motion keeps its random stream.
+    # Rate: correct 100-120/min; slow anywhere in 60-98/min (SLOW_RATE).
     if 11 in err:
-        rate = float(rng.uniform(60, 78))
+        rate = float(rng.uniform(*SLOW_RATE))
     else:
         rate = float(np.clip(person.rate_bpm + rng.uniform(-4, 4), 100, 120))
-    # Depth: correct 5-6 cm; shallow about 2 cm; too deep about 10 cm (a little exaggerated
-    # so the difference spans pixels at 160x120).
+    # Depth: correct 5-6 cm; shallow 1.5-4.7 cm; too deep 6.3-11 cm (the extremes a little
+    # exaggerated, so that the difference spans pixels at 160x120).
     if 10 in err:
-        depth = float(rng.uniform(0.015, 0.025))
+        depth = float(rng.uniform(*SHALLOW_DEPTH))
     elif 12 in err:
-        depth = float(rng.uniform(0.095, 0.11))
+        depth = float(rng.uniform(*DEEP_DEPTH))
     else:
         depth = float(np.clip(person.depth + rng.uniform(-0.004, 0.004), 0.05, 0.06))
 
-    phase = rate / 60.0 * t + rng.uniform(0, 1)  # in cycles; 0 = released, 0.5 = deepest
+    phase0 = rng.uniform(0, 1)
+    phase = rate / 60.0 * t + phase0  # in cycles; 0 = released, 0.5 = deepest
     cycle = np.floor(phase).astype(int)
     n_cycles = int(cycle.max()) + 2
     amp = rng.uniform(0.9, 1.1, n_cycles)  # no two presses are exactly alike
@@ -241,7 +269,8 @@ def sample_motion(labels: tuple[int, ...], person: Participant, seed: int, frame
     bend = math.radians(rng.uniform(40, 60)) if 4 in err else 0.0
     sway = person.sway * np.sin(2 * np.pi * (rng.uniform(0.2, 0.4) * t + rng.uniform()))
     return Motion(tuple(sorted(labels)), hand_form, posture, tilt, tilt_dir, bend, compress,
-                  jump, offsets, lift, sway, rate, depth)
+                  jump, offsets, lift, sway, rate, depth,
+                  mean_press_depth(depth, amp, phase0, rate, frames, fps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +327,30 @@ def manikin_prims(person: Participant) -> list[Prim]:
 
 def rescuer_prims(person: Participant, mo: Motion, i: int) -> tuple[list[Prim], list[np.ndarray]]:
     """The rescuer at frame ``i``: primitives and floor points that get a contact shadow."""
+    prims, shadows, _ = rescuer_pose(person, mo, i)
+    return prims, shadows
+
+
+@dataclass(frozen=True)
+class Figure:
+    """Where the drawn rescuer's parts are in one frame (world metres), for its keypoints
+    (:func:`figure_joints`). Pairs are (left, right) of the rescuer (left is -x)."""
+
+    head: np.ndarray    # centre of the head sphere
+    head_r: float       # its radius
+    contact: np.ndarray  # the point the hands press on (the face looks at it)
+    shoulders: tuple[np.ndarray, np.ndarray]
+    elbows: tuple[np.ndarray, np.ndarray]
+    wrists: tuple[np.ndarray, np.ndarray]
+    hips: tuple[np.ndarray, np.ndarray]
+    knees: tuple[np.ndarray, np.ndarray]
+    ankles: tuple[np.ndarray, np.ndarray]
+    hands: tuple[Prim, Prim]  # each hand's primitive: a capsule (flat) or a sphere (fist)
+
+
+def rescuer_pose(person: Participant, mo: Motion,
+                 i: int) -> tuple[list[Prim], list[np.ndarray], Figure]:
+    """:func:`rescuer_prims` plus the :class:`Figure` those primitives draw."""
     s, g = person.scale, person.girth
     l_up, l_fore = 0.30 * s, 0.27 * s
     l_thigh, l_shin, l_torso = 0.44 * s, 0.43 * s, 0.52 * s
@@ -383,22 +436,33 @@ def rescuer_prims(person: Participant, mo: Motion, i: int) -> tuple[list[Prim], 
         wrists = (None, w)
     else:
         wrists = (w - _v(0.02, 0, 0), w + _v(0.02, 0, 0))
+    elbows, arm_ends, free_hand = [], [], None
     for sx, sh, wr in zip((-1, 1), shoulders, wrists):
         if wr is None:  # the free arm rests on its thigh
             wr = 0.5 * (knees[0] + hips[0]) + _v(0.0, 0.09 * g * s, 0.0)
             el = _ik2(sh, wr, l_up, l_fore, _v(-0.6, 0, 1.0))
-            prims.append(Prim(wr, wr + _v(0.0, -0.01, -0.1 * s), 0.026 * s, skin, BIAS_HAND))
+            free_hand = Prim(wr, wr + _v(0.0, -0.01, -0.1 * s), 0.026 * s, skin, BIAS_HAND)
+            prims.append(free_hand)
         else:
             el = _ik2(sh, wr, l_up, l_fore, _v(sx * 1.0, 0, 0.5))
         prims.append(Prim(sh, el, 0.048 * g * s, shirt))
         prims.append(Prim(el, wr, 0.04 * g * s, fore))
-    prims.extend(_hand_prims(mo.hand_form, p, w, s, skin))
+        elbows.append(el)
+        arm_ends.append(wr)
+    hand = _hand_prims(mo.hand_form, p, w, s, skin)
+    prims.extend(hand)
     if float(np.hypot(*off)) > 0.05:
         # The manikin's dark sternum pad: covered by hands on the sternum, in plain sight when
         # they are elsewhere. (The painter's algorithm cannot hide it, so we decide here.)
         prims.append(Prim(_v(STERNUM_X, CHEST_TOP - 0.02, 0.0), None, 0.03, (150, 40, 40),
                           BIAS_MARKER))
-    return prims, shadows
+    # _hand_prims lists the left hand first (the lower or darker one); one-handed, the left
+    # hand is the free one on the thigh.
+    hands = (free_hand, hand[0]) if free_hand is not None else (hand[0], hand[1])
+    figure = Figure(head, 0.10 * s, p, shoulders, (elbows[0], elbows[1]),
+                    (arm_ends[0], arm_ends[1]), hips, (knees[0], knees[1]),
+                    (ankles[0], ankles[1]), hands)
+    return prims, shadows, figure
 
 
 def _hand_prims(form: str, p: np.ndarray, w: np.ndarray, s: float, skin: RGB) -> list[Prim]:
@@ -607,15 +671,11 @@ def _shades(color: RGB) -> tuple[RGB, RGB]:
     return _mul(color, 0.55), light  # type: ignore[return-value]
 
 
-def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed: int,
-                resolution: tuple[int, int] = (160, 120), frames: int = 80, fps: float = 25.0,
-                dataset_seed: int = 0) -> Iterator[np.ndarray]:
-    """Yield the ``frames`` RGB frames (H, W, 3) uint8 of one clip, one at a time.
-
-    ``seed`` is the take's seed: the motion depends on it only, so the views of one take move
-    together; camera jitter, lighting and pixel noise also depend on ``view``.
-    ``dataset_seed`` picks the participants' looks (the same person in every take).
-    """
+def _clip_setup(labels: tuple[int, ...], participant_index: int, view: int, seed: int,
+                resolution: tuple[int, int], frames: int, fps: float, dataset_seed: int,
+                ) -> tuple[Participant, Motion, np.random.Generator, int, Camera]:
+    """Person, motion, the view's random stream (after the camera took its draws), the
+    supersampling factor and the camera (in supersampled pixels) of one clip."""
     width, height = resolution
     person = sample_participant(participant_index, dataset_seed)
     motion = sample_motion(tuple(labels), person, seed, frames, fps)
@@ -623,6 +683,25 @@ def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed
     # Supersample small frames for smooth edges and sub-pixel motion; 4K needs none.
     ss = 2 if width * height <= 640 * 480 else 1
     cam = make_camera(view, width * ss, height * ss, rng)
+    return person, motion, rng, ss, cam
+
+
+def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed: int,
+                resolution: tuple[int, int] = (160, 120), frames: int = 80, fps: float = 25.0,
+                dataset_seed: int = 0,
+                keypoints: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Yield the ``frames`` RGB frames (H, W, 3) uint8 of one clip, one at a time.
+
+    ``seed`` is the take's seed: the motion depends on it only, so the views of one take move
+    together; camera jitter, lighting and pixel noise also depend on ``view``.
+    ``dataset_seed`` picks the participants' looks (the same person in every take).
+    With a ``keypoints`` list, the clip's clean keypoints (K, 3) per frame are appended to it
+    after the last frame (:func:`figure_keypoints`); that draws nothing from the random stream,
+    so the frames are the same either way.
+    """
+    width, height = resolution
+    person, motion, rng, ss, cam = _clip_setup(labels, participant_index, view, seed, resolution,
+                                               frames, fps, dataset_seed)
     bg = render_background(cam, person, width * ss, height * ss)
     still = manikin_prims(person)
     # Lighting: a per-clip gain and tint plus a slow drift during the clip; then pixel noise.
@@ -633,10 +712,16 @@ def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed
     noise = int(rng.integers(3, 9))
     grain = max(1, width // 640)
     ramp = np.arange(256, dtype=np.float32)
+    figs: list[Figure] = []
+    scenes: list[list[Prim]] = []
     for i in range(frames):
         img = bg.copy()
-        prims, shadows = rescuer_prims(person, motion, i)
-        draw_prims(img, cam, still + prims, shadows, aa=ss == 1)
+        prims, shadows, figure = rescuer_pose(person, motion, i)
+        scene = still + prims
+        draw_prims(img, cam, scene, shadows, aa=ss == 1)
+        if keypoints is not None:
+            figs.append(figure)
+            scenes.append(scene)
         if ss > 1:
             img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
         g = gain * (1 + drift * math.sin(2 * np.pi * i / max(frames, 1) + drift_phase))
@@ -650,6 +735,8 @@ def iter_frames(labels: tuple[int, ...], participant_index: int, view: int, seed
             n = cv2.resize(n, (width, height), interpolation=cv2.INTER_LINEAR)
         img = cv2.subtract(cv2.add(img, n), (noise, noise, noise, 0))
         yield img
+    if keypoints is not None:
+        keypoints.extend(figure_keypoints(cam, figs, scenes, ss, width, height))
 
 
 def render_clip(labels: tuple[int, ...], participant_index: int, view: int, seed: int,
@@ -658,3 +745,160 @@ def render_clip(labels: tuple[int, ...], participant_index: int, view: int, seed
     """All frames of one clip as (N, H, W, 3) uint8; see ``iter_frames``."""
     return np.stack(list(iter_frames(labels, participant_index, view, seed, resolution, frames,
                                      fps, dataset_seed)))
+
+
+# --------------------------------------------------------------------------------------------
+# Keypoints: the drawn figure's 2D skeleton (pipeline.skeleton's 23 points), exactly as drawn.
+# Computed for a whole clip at once: (T, ...) arrays cost far less than T small ones.
+# --------------------------------------------------------------------------------------------
+
+# Clean keypoint scores: COCO's visibility flag v / 2. Every position is known exactly; the
+# score says whether the drawn frame shows the joint (an estimator's noisy scores start here).
+SCORE_VISIBLE = 1.0
+SCORE_HIDDEN = 0.5  # behind another part or the manikin, or outside the frame
+# A joint belongs to a primitive whose surface it lies within this far (m): its own limb
+# covering it in the drawing is no occlusion.
+_OWN_PART = 0.01
+
+
+def _units(v: np.ndarray) -> np.ndarray:
+    """Unit vectors along the last axis."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def _hand_points(hands: list[Prim], side: int) -> np.ndarray:
+    """index_mcp, pinky_mcp, middle_tip of one hand in T frames: (T, 3, 3); ``side`` -1 left,
+    +1 right. The hand's shape (capsule or sphere) is the same in every frame of a take.
+
+    A capsule is a flat hand from the wrist end ``a`` to the fingertips ``b``: the knuckles
+    halfway along it on its two edges, the middle fingertip at its rounded end. A sphere is a
+    fist with the knuckles forward (-z) and the fingertips curled into the palm. Palms face
+    down (-y); the thumb (index) side is the inner one, toward the other hand.
+    """
+    down = np.array([0.0, -1.0, 0.0])
+    a = np.array([h.a for h in hands])  # (T, 3)
+    r = np.array([h.r for h in hands])[:, None]
+    if hands[0].b is None:  # a fist
+        d = np.broadcast_to(np.array([0.0, 0.0, -1.0]), a.shape)
+        thumb = side * np.cross(d, down)
+        return np.stack([a + 0.7 * r * d + 0.5 * r * thumb, a + 0.7 * r * d - 0.5 * r * thumb,
+                         a + 0.2 * r * d + 0.6 * r * down], 1)
+    b = np.array([h.b for h in hands])
+    d = _units(b - a)
+    palm = _units(down - (d @ down)[:, None] * d)
+    thumb = side * np.cross(d, palm)
+    mid = 0.5 * (a + b)
+    return np.stack([mid + 0.8 * r * thumb, mid - 0.8 * r * thumb, b + r * d], 1)
+
+
+def figure_joints(figs: list[Figure]) -> np.ndarray:
+    """The 23 keypoints (pipeline.skeleton.KEYPOINTS order) of T figures in world metres:
+    (T, K, 3).
+
+    Every body joint is a joint of the drawn figure (shoulders, elbows, wrists, hips, knees,
+    ankles). The head is one sphere, so its face points are placed on it: the nose where the
+    face looks (at the hands, and forward), the eyes beside and above it, the ears at the
+    sides. The hand points come from the hand primitives (:func:`_hand_points`).
+    """
+    pair = lambda name: np.array([getattr(f, name) for f in figs])  # noqa: E731  (T, 2, 3)
+    head = np.array([f.head for f in figs])
+    r = np.array([f.head_r for f in figs])[:, None]
+    sh = pair("shoulders")
+    lat = _units(sh[:, 1] - sh[:, 0])  # the rescuer's right
+    face = _units(_units(np.array([f.contact for f in figs]) - head) + np.array([0.0, 0.0, -1.0]))
+    face_up = _units(np.cross(lat, face))
+    out = [head + r * face]
+    out += [head + r * _units(face + 0.45 * sx * lat + 0.35 * face_up) for sx in (-1, 1)]
+    out += [head + r * _units(sx * lat - 0.15 * face) for sx in (-1, 1)]
+    body = [sh] + [pair(n) for n in ("elbows", "wrists", "hips", "knees", "ankles")]
+    out += [p[:, k] for p in body for k in (0, 1)]
+    joints = np.stack(out, 1)
+    hands = [_hand_points([f.hands[k] for f in figs], side) for k, side in ((0, -1), (1, 1))]
+    return np.concatenate([joints] + hands, 1)
+
+
+def keypoint_visible(cam: Camera, pts: np.ndarray, scenes: list[list[Prim]]) -> np.ndarray:
+    """(T, K) bool: whether frame t's drawing shows the world point ``pts[t, k]`` (T, K, 3);
+    ``scenes[t]`` is everything drawn in frame t.
+
+    :func:`draw_prims` paints far to near, so a pixel shows the nearest primitive (by its
+    painter's depth) whose projected disk or band covers it. A point is shown when that
+    primitive is one it lies on (its own limb), or when no primitive covers it.
+    """
+    T, K = pts.shape[:2]
+    M = max(len(s) for s in scenes)
+    a = np.zeros((T, M, 3))
+    b = np.zeros((T, M, 3))
+    radius = np.zeros((T, M))
+    bias = np.zeros((T, M))
+    real = np.zeros((T, M), bool)  # frames with fewer primitives are padded
+    for t, scene in enumerate(scenes):
+        n = len(scene)
+        a[t, :n] = [p.a for p in scene]
+        b[t, :n] = [p.b if p.b is not None else p.a for p in scene]
+        radius[t, :n] = [p.r for p in scene]
+        bias[t, :n] = [p.bias for p in scene]
+        real[t, :n] = True
+    uva, za = cam.project(a.reshape(-1, 3))
+    uvb, zb = cam.project(b.reshape(-1, 3))
+    uva, uvb = uva.reshape(T, M, 2), uvb.reshape(T, M, 2)
+    za, zb = za.reshape(T, M), zb.reshape(T, M)
+    depth = 0.5 * (za + zb) + bias
+    r = 0.5 * cam.f * radius * (1 / za + 1 / zb)
+    r = r + np.maximum(1.0, 0.12 * r)  # with the outline, as drawn
+    uvp = cam.project(pts.reshape(-1, 3))[0].reshape(T, K, 2)
+
+    # Squared distance from each point to each projected segment, (T, K, M), expanded so that
+    # no (T, K, M, 2) temporaries are needed (this runs for every video synth writes).
+    seg = uvb - uva
+    seg2 = np.maximum((seg ** 2).sum(-1), 1e-12)[:, None]  # (T, 1, M)
+    along = (np.einsum("tkc,tmc->tkm", uvp, seg) - (uva * seg).sum(-1)[:, None]) / seg2
+    rel2 = ((uvp ** 2).sum(-1)[..., None] - 2 * np.einsum("tkc,tmc->tkm", uvp, uva)
+            + (uva ** 2).sum(-1)[:, None])
+    tc = np.clip(along, 0, 1)
+    dist2 = rel2 - 2 * tc * along * seg2 + tc ** 2 * seg2
+    covers = (dist2 <= (r ** 2)[:, None]) & real[:, None]
+    top = np.argmin(np.where(covers, depth[:, None], np.inf), axis=2)  # (T, K)
+    # Whether each point lies on that topmost primitive, in 3D.
+    ta, tb = (np.take_along_axis(x, top[..., None], 1) for x in (a, b))  # (T, K, 3)
+    tr = np.take_along_axis(radius, top, 1)
+    seg3 = tb - ta
+    u = np.clip(((pts - ta) * seg3).sum(-1) / np.maximum((seg3 ** 2).sum(-1), 1e-12), 0, 1)
+    own = np.linalg.norm(pts - ta - u[..., None] * seg3, axis=-1) <= tr + _OWN_PART
+    return ~covers.any(2) | own
+
+
+def figure_keypoints(cam: Camera, figs: list[Figure], scenes: list[list[Prim]], ss: int,
+                     width: int, height: int) -> np.ndarray:
+    """The clean keypoints of T frames: (T, K, 3) float32 x, y (pixels of the stored
+    ``width`` x ``height`` frame; integer = pixel centre) and score (:data:`SCORE_VISIBLE` or
+    :data:`SCORE_HIDDEN`). ``cam`` draws at ``ss`` times the stored size; ``scenes[t]`` is
+    everything drawn in frame t (manikin and rescuer)."""
+    pts = figure_joints(figs)
+    T, K = pts.shape[:2]
+    uv = cam.project(pts.reshape(-1, 3))[0].reshape(T, K, 2)
+    # An ss-times larger frame shrunk by INTER_AREA: stored pixel j covers drawn pixels
+    # ss*j .. ss*j + ss-1, whose centre is ss*j + (ss-1)/2.
+    xy = (uv - 0.5 * (ss - 1)) / ss
+    inside = ((xy[..., 0] > -0.5) & (xy[..., 0] < width - 0.5) & (xy[..., 1] > -0.5)
+              & (xy[..., 1] < height - 0.5))
+    shown = keypoint_visible(cam, pts, scenes) & inside
+    score = np.where(shown, SCORE_VISIBLE, SCORE_HIDDEN)
+    return np.concatenate([xy, score[..., None]], -1).astype(np.float32)
+
+
+def clip_keypoints(labels: tuple[int, ...], participant_index: int, view: int, seed: int,
+                   resolution: tuple[int, int] = (160, 120), frames: int = 80, fps: float = 25.0,
+                   dataset_seed: int = 0) -> np.ndarray:
+    """The clean keypoints (T, K, 3) of the clip :func:`iter_frames` draws with the same
+    arguments, without drawing it (the same person, motion and camera)."""
+    width, height = resolution
+    person, motion, _, ss, cam = _clip_setup(labels, participant_index, view, seed, resolution,
+                                             frames, fps, dataset_seed)
+    still = manikin_prims(person)
+    figs, scenes = [], []
+    for i in range(frames):
+        prims, _, figure = rescuer_pose(person, motion, i)
+        figs.append(figure)
+        scenes.append(still + prims)
+    return figure_keypoints(cam, figs, scenes, ss, width, height)

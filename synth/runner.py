@@ -6,6 +6,12 @@ camera, lighting and noise from (seed, take_id, view) - never from the processin
 the number of workers changes nothing in the files. Videos are written as ``<id>.mp4.tmp``
 then renamed, so a file is complete or absent; a rerun skips the videos already there. The
 manifest is written last.
+
+Beside each video go its rescuer's 2D keypoints (pipeline.skeleton files): the exact ones in
+``skeleton_clean/<id>.npz`` and estimator-like ones (synth.keypoints, ``keypoint_noise``) in
+``skeleton/<id>.npz``, which the manifest's ``skeleton`` column names. The noise has its own
+random stream, (take seed, "keypoints", view), so it never changes the videos. A video that
+exists without its keypoint files (a dataset made before them) only gets those.
 """
 from __future__ import annotations
 
@@ -18,11 +24,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import ConfigError, to_dict
 from pipeline.manifest import VideoRecord, write_manifest
+from pipeline.paths import safe_child
+from pipeline.skeleton import Skeleton, write_skeleton
 from synth.config import SynthConfig
-from synth.plan import plan_takes, select_takes, video_id
-from synth.render import iter_frames
+from synth.plan import Take, plan_takes, select_takes, video_id
+from synth.render import (clip_keypoints, derive_seed, iter_frames, sample_motion,
+                          sample_participant)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,10 @@ class _Job:
     gop: int
     crf: int
     preset: str
+    clean: str  # skeleton_clean/<id>.npz
+    noisy: str  # skeleton/<id>.npz
+    keypoint_noise: float
+    render: bool = True  # False: the video exists, write only its keypoint files
 
 
 def _ffmpeg_command(job: _Job, out: str) -> list[str]:
@@ -66,7 +81,34 @@ def _ffmpeg_command(job: _Job, out: str) -> list[str]:
 
 
 def _encode(job: _Job) -> str:
-    """Render and encode one video to ``job.path`` atomically; returns the path."""
+    """Render and encode one video to ``job.path`` atomically (unless ``job.render`` is false),
+    then write its two keypoint files; returns the path."""
+    if job.render:
+        keypoints: list[np.ndarray] = []
+        _render_video(job, keypoints)
+        clean = np.stack(keypoints)
+    else:  # the same keypoints, from the same figure and camera, without drawing
+        clean = clip_keypoints(job.labels, job.participant, job.view, job.seed, job.size,
+                               job.frames, job.fps, job.dataset_seed)
+    _write_keypoints(job, clean)
+    return job.path
+
+
+def _write_keypoints(job: _Job, clean: np.ndarray) -> None:
+    """The clean keypoints and their noisy copy (its own random stream: the videos never see
+    it), each written atomically by pipeline.skeleton."""
+    from synth.keypoints import add_noise
+
+    w, h = job.size
+    write_skeleton(job.clean, Skeleton(clean, w, h, float(job.fps), "synth-clean"))
+    rng = np.random.default_rng(derive_seed(job.seed, "keypoints", job.view))
+    noisy = add_noise(clean, w, h, job.keypoint_noise, rng)
+    write_skeleton(job.noisy, Skeleton(noisy, w, h, float(job.fps), "synth-noisy"))
+
+
+def _render_video(job: _Job, keypoints: list[np.ndarray]) -> None:
+    """Render and encode one video to ``job.path`` atomically; ``keypoints`` receives the
+    clean keypoints of its frames (synth.render.iter_frames)."""
     final = Path(job.path)
     tmp = final.with_name(final.name + ".tmp")
     proc = subprocess.Popen(_ffmpeg_command(job, str(tmp)), stdin=subprocess.PIPE,
@@ -74,7 +116,7 @@ def _encode(job: _Job) -> str:
     assert proc.stdin is not None
     try:
         for frame in iter_frames(job.labels, job.participant, job.view, job.seed, job.size,
-                                 job.frames, job.fps, job.dataset_seed):
+                                 job.frames, job.fps, job.dataset_seed, keypoints=keypoints):
             proc.stdin.write(frame.tobytes())
         proc.stdin.close()
     except BrokenPipeError:
@@ -85,7 +127,6 @@ def _encode(job: _Job) -> str:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg failed (exit {rc}) writing {final}: {err.strip()[-500:]}")
     os.replace(tmp, final)
-    return str(final)
 
 
 def _init_worker() -> None:
@@ -100,23 +141,36 @@ def _init_worker() -> None:
 
 # Keys that do not change the videos: a rerun may change them freely.
 _NOT_CONTENT = ("workers", "max_takes")
+# Keys that change only the noisy keypoints (skeleton/): a rerun rewrites those, keeps the rest.
+_NOISY_KEYPOINTS_ONLY = ("keypoint_noise",)
 
 
-def _check_previous(record: Path, cfg: SynthConfig) -> None:
-    """Refuse to mix videos of two different configs in one dataset folder."""
+def _check_previous(record: Path, cfg: SynthConfig) -> bool:
+    """Refuse to mix videos of two different configs in one dataset folder. True when only
+    the noisy keypoints must be rewritten (:data:`_NOISY_KEYPOINTS_ONLY` changed)."""
     if not record.is_file():
-        return
+        return False
     try:
         old = json.loads(record.read_text(encoding="utf-8")).get("config", {})
     except (OSError, json.JSONDecodeError):
-        return
+        return False
     new = to_dict(cfg)
-    diff = sorted(k for k in new if k not in _NOT_CONTENT and k in old and old[k] != new[k])
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    diff = sorted(k for k in changed if k not in _NOT_CONTENT + _NOISY_KEYPOINTS_ONLY)
     if diff:
         shown = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in diff)
         raise ConfigError(
             f"{record.parent} was generated with a different config ({shown}); delete that folder "
             "or choose another dataset= and manifest=")
+    return any(k in _NOISY_KEYPOINTS_ONLY for k in changed)
+
+
+def take_measures(take: Take, cfg: SynthConfig) -> tuple[float, float]:
+    """The true mean rate (per minute) and depth (cm) of a take, as a feedback manikin would log
+    them: from the take's motion, which its views share (synth.render.sample_motion)."""
+    motion = sample_motion(take.labels, sample_participant(take.participant, cfg.seed), take.seed,
+                           cfg.frames, cfg.fps)
+    return round(motion.rate_bpm, 3), round(100.0 * motion.mean_depth, 3)
 
 
 def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
@@ -135,7 +189,15 @@ def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
     videos = root / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     record = root / "synth.json"
-    _check_previous(record, cfg)
+    clean_dir, noisy_dir = root / "skeleton_clean", root / "skeleton"
+    if _check_previous(record, cfg):
+        # Removed before synth.json records the new strength: a run cut short after this
+        # leaves files missing (rewritten next time), never files of the old strength.
+        stale = sorted(noisy_dir.glob("*.npz"))
+        log.info("keypoint_noise changed: rewriting the %d noisy keypoint files in %s",
+                 len(stale), noisy_dir)
+        for p in stale:
+            p.unlink()
     record.write_text(json.dumps({"config": to_dict(cfg), "code_version": code_version()},
                                  indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -143,18 +205,25 @@ def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
     rows: list[VideoRecord] = []
     jobs: list[_Job] = []
     for take in takes:
+        rate, depth = take_measures(take, cfg)
         for view in range(1, cfg.views + 1):
             vid = video_id(take, view)
             path = videos / f"{vid}.mp4"
+            clean = safe_child(clean_dir, vid, ".npz")
+            noisy = safe_child(noisy_dir, vid, ".npz")
             rows.append(VideoRecord(vid, path.resolve(), take.take_id, view,
-                                    f"p{take.participant + 1}", take.split, take.labels))
-            if path.is_file() and path.stat().st_size > 0:
+                                    f"p{take.participant + 1}", take.split, take.labels,
+                                    rate=rate, depth=depth, skeleton=noisy.resolve()))
+            have_video = path.is_file() and path.stat().st_size > 0
+            if have_video and clean.is_file() and noisy.is_file():
                 continue
             jobs.append(_Job(str(path), take.labels, take.participant, view, take.seed, cfg.seed,
-                             cfg.size, cfg.frames, cfg.fps, cfg.gop, cfg.crf, cfg.preset))
-    log.info("synth %s: %d takes, %d videos (%d already written, %d to render) at %s, %d frames",
-             cfg.dataset, len(takes), len(rows), len(rows) - len(jobs), len(jobs),
-             cfg.resolution, cfg.frames)
+                             cfg.size, cfg.frames, cfg.fps, cfg.gop, cfg.crf, cfg.preset,
+                             str(clean), str(noisy), cfg.keypoint_noise, render=not have_video))
+    n_render = sum(j.render for j in jobs)
+    log.info("synth %s: %d takes, %d videos (%d already written, %d to render, %d more need "
+             "only keypoints) at %s, %d frames", cfg.dataset, len(takes), len(rows),
+             len(rows) - n_render, n_render, len(jobs) - n_render, cfg.resolution, cfg.frames)
     if jobs:
         bar = (lambda it: progress(it, desc="synth", total=len(jobs), unit="video")) \
             if show_progress else (lambda it: it)

@@ -11,3 +11,19 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     pass
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _converted_weights_cache(tmp_path_factory):
+    """Converted pretrained weights (extract/pretrained.py, e.g. I3D's pickle as safetensors)
+    go to one folder per test session, not the user's ~/.cache/cprclip."""
+    old = os.environ.get("CPRCLIP_CACHE")
+    os.environ["CPRCLIP_CACHE"] = str(tmp_path_factory.mktemp("cprclip_cache"))
+    yield
+    if old is None:
+        os.environ.pop("CPRCLIP_CACHE", None)
+    else:
+        os.environ["CPRCLIP_CACHE"] = old

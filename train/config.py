@@ -48,9 +48,10 @@ class TrainConfig:
     # which features: features/<dataset>/<backbone>-<modality>-<segments>seg.h5
     backbone: str = "tsn_r50"  # the paper's TSN R50 features
     flow_backbone: str = ""  # the flow files' backbone when it differs ("" = backbone)
+    skeleton_backbone: str = ""  # the skeleton files' backbone (stgcn, stgcn_lite; "" = backbone)
     segments: int = 8  # TSN's 8 segments
-    modalities: tuple[Modality, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach
-    fusion: Literal["concat", "late"] = "concat"  # concat: one head on [rgb, flow]; late: a head each, scores averaged
+    modalities: tuple[Modality, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach; or any of rgb, flow, skeleton
+    fusion: Literal["concat", "late"] = "concat"  # concat: one head on all streams' features; late: a head each, scores averaged
 
     # what to train
     models: tuple[ModelName, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
@@ -94,6 +95,10 @@ class TrainConfig:
     prompt_kinds: tuple[str, ...] = ("count", "which", "correct")  # drop one to ablate it
     prompt_combine: Literal["concat", "mean"] = "concat"  # one joined text, or the mean of per-kind embeddings
     score_composite_prompts: bool = False  # also store every composite set's prompt for scoring
+    # a fixed map of every prompt embedding, fitted on the training bank (train/text.py
+    # PROMPT_TRANSFORMS): "whiten" spreads apart class prompts a sentence encoder puts close together
+    prompt_transform: Literal["none", "centre", "whiten"] = "none"
+    prompt_whiten_eps: float = 1e-3  # whiten: added to the bank's covariance, times its largest eigenvalue
 
     # losses
     loss_v2t: bool = True  # video -> text KL term
@@ -101,8 +106,9 @@ class TrainConfig:
     clip_weight: float = 1.0
     bce_weight: float = 1.0
     # KL targets. ours: "normalised" (1 where two samples share a label set, rows summing to 1);
-    # paper: "softmax" = softmax(clip_target_scale * GT), GT = 1 on the diagonal and on shared sets
-    clip_targets: Literal["normalised", "softmax"] = "normalised"
+    # paper: "softmax" = softmax(clip_target_scale * GT), GT = 1 on the diagonal and on shared sets;
+    # "overlap": the Jaccard overlap of the two label sets, rows summing to 1 (train/losses.py)
+    clip_targets: Literal["normalised", "softmax", "overlap"] = "normalised"
     clip_target_scale: float = 10.0  # softmax targets only (paper: 10)
     logit_scale: float = 14.2857  # 1 / 0.07, CLIP's initial temperature
     learn_logit_scale: bool = True  # CLIP learns it; clamped at 100
@@ -119,9 +125,10 @@ class TrainConfig:
 
     @property
     def backbones(self) -> dict[str, str]:
-        """{modality: backbone of its feature file}."""
-        return {m: (self.flow_backbone if m == "flow" and self.flow_backbone else self.backbone)
-                for m in self.modalities}
+        """{modality: backbone of its feature file} (extract.backbones.backbone_for)."""
+        from extract.backbones import backbone_for
+
+        return {m: backbone_for(self, m) for m in self.modalities}
 
     @property
     def text_cache(self) -> str:
@@ -140,7 +147,7 @@ class TrainConfig:
         if self.run_name and len(self.models) != 1:
             raise key_error(self, "run_name", "needs exactly one model in `models`")
         if not self.modalities:
-            raise key_error(self, "modalities", "need at least one (rgb, flow)")
+            raise key_error(self, "modalities", "need at least one (rgb, flow, skeleton)")
         if len(set(self.modalities)) != len(self.modalities):
             raise key_error(self, "modalities", f"repeated entry in {list(self.modalities)}")
         if not self.imagine_sizes or any(not 2 <= s <= 4 for s in self.imagine_sizes):
@@ -164,6 +171,7 @@ class TrainConfig:
         check_range(self, "momentum", ge=0, lt=1)
         check_range(self, "lr_gamma", gt=0, le=1)
         check_range(self, "clip_target_scale", gt=0)
+        check_range(self, "prompt_whiten_eps", gt=0)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise key_error(self, "nesterov", "needs optimizer = \"sgd\" and momentum > 0")
         ms = list(self.lr_milestones)

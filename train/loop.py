@@ -52,7 +52,8 @@ from train.data import (EpochSamples, FeatureRows, epoch_samples, imaginable_set
 from train.losses import bce, contrastive_kl
 from train.model import HeadArgs, VideoHead
 from train.prompts import NUM_WORDINGS, check_kinds, prompt, eval_prompt, training_label_sets, wording_combos
-from train.text import TextEncoder, build_text_encoder, encoder_id, prompt_embeddings
+from train.text import (TextEncoder, apply_prompt_transform, build_text_encoder, encoder_id,
+                        fit_prompt_transform, prompt_embeddings)
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +121,23 @@ def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device:
              emb.shape[1], time.perf_counter() - t0)
     n, c = len(prompts), len(test_texts)
     train = emb[:n].reshape(len(label_sets), len(combos), -1)
+    test = emb[n:n + c]
     if cfg.score_composite_prompts:
         sets = emb[n + c:]
         set_labels = np.stack([multi_hot(s) for s in all_sets]).astype(np.float32)
+    # one fixed map for every prompt, fitted on the training bank (docs/train.md)
+    fit = fit_prompt_transform(train, cfg.prompt_transform, cfg.prompt_whiten_eps)
+    if fit is not None:
+        train, test = apply_prompt_transform(train, fit), apply_prompt_transform(test, fit)
+        sets = apply_prompt_transform(sets, fit) if sets is not None else None
+        alike = (test @ test.T)[np.triu_indices(len(test), 1)]  # cosine of each pair of classes
+        log.info("prompt transform %s: test prompts %.2f alike on average, %.2f at most",
+                 cfg.prompt_transform, alike.mean(), alike.max())
     info = {"id": encoder_id(enc), "name": enc.name, "weights_sha256": enc.weights_sha256,
             "random_init": bool(enc.random_init), "kind": cfg.text_encoder}
     if enc.random_init:
         log.warning("!!! run trained with a RANDOM/TEST text encoder (%s); recorded in config.json", enc.name)
-    return TextBank(info, kinds, cfg.prompt_combine, train, emb[n:n + c], test_texts, sets, set_labels)
+    return TextBank(info, kinds, cfg.prompt_combine, train, test, test_texts, sets, set_labels)
 
 
 def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
@@ -358,7 +368,7 @@ def run_epoch(model: VideoHead, opt: torch.optim.Optimizer, cfg: TrainConfig, sp
             txt = text_for(sid, combo_all[sl].to(device))  # (B, E)
             lg = model.scale() * model.similarity(embs, txt)  # (B, B) video i vs prompt of j
             lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v, cfg.clip_targets,
-                                cfg.clip_target_scale)
+                                cfg.clip_target_scale, y_all[sl].to(device))
             loss = loss + cfg.clip_weight * lc
             sums["loss_clip"] += lc.item()
         if spec.bce:

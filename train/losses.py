@@ -28,6 +28,22 @@ def softmax_targets(set_ids: torch.Tensor, scale: float = 10.0,
     return torch.softmax(scale * same, dim=1)
 
 
+def overlap_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(B, C) multi-hot labels -> (B, B) targets: the Jaccard overlap |a & b| / |a | b| of the
+    two samples' label sets, each row divided by its sum.
+
+    Unlike :func:`target_matrix`, a composite {A, B} and a single {A} are not plain negatives of
+    each other: each gets 1/2 of the weight of an exact match. Test scores rank the single-class
+    prompts against composite videos, so a loss that pushes a composite away from the prompts of
+    its own errors works against them (docs/results.md, issue 14 part 6).
+    """
+    h = labels.to(torch.float32)
+    inter = h @ h.t()
+    union = h.sum(dim=1, keepdim=True) + h.sum(dim=1)[None, :] - inter
+    tm = inter / union.clamp_min(1.0)
+    return tm / tm.sum(dim=1, keepdim=True)
+
+
 def kl_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of KL(targets_i || softmax(logits_i)); 0 * log 0 counts as 0."""
     logq = F.log_softmax(logits, dim=1)
@@ -36,11 +52,12 @@ def kl_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def contrastive_kl(logits: torch.Tensor, set_ids: torch.Tensor, v2t: bool = True,
                    t2v: bool = True, targets: str = "normalised",
-                   target_scale: float = 10.0) -> torch.Tensor:
+                   target_scale: float = 10.0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-positive contrastive loss on (B, B) video-to-text logits.
 
     video->text compares each row with the target matrix (``targets = "normalised"``:
-    :func:`target_matrix`; ``"softmax"``: :func:`softmax_targets` with ``target_scale``);
+    :func:`target_matrix`; ``"softmax"``: :func:`softmax_targets` with ``target_scale``;
+    ``"overlap"``: :func:`overlap_targets` of the (B, C) multi-hot ``labels``);
     text->video does the same on the transposed logits. The enabled directions are averaged.
     """
     if not (v2t or t2v):
@@ -49,8 +66,12 @@ def contrastive_kl(logits: torch.Tensor, set_ids: torch.Tensor, v2t: bool = True
         tm = target_matrix(set_ids)
     elif targets == "softmax":
         tm = softmax_targets(set_ids, target_scale, logits.dtype)
+    elif targets == "overlap":
+        if labels is None:
+            raise ValueError("contrastive_kl: targets='overlap' needs the samples' labels")
+        tm = overlap_targets(labels).to(logits.dtype)
     else:
-        raise ValueError(f"unknown KL targets {targets!r}; valid: normalised, softmax")
+        raise ValueError(f"unknown KL targets {targets!r}; valid: normalised, softmax, overlap")
     terms = []
     if v2t:
         terms.append(kl_rows(logits, tm))

@@ -248,12 +248,42 @@ function renderResult(res) {
   $("warnings").replaceChildren(...(res.notes || []).map(w =>
     el("p", {class: "warning"}, "Note: " + w)));
   // A video that is not chest compressions gets no figures: they would mean nothing.
+  renderMeasures(state === "unsuitable" ? [] : (res.measures || []));
   $("chart-box").hidden = state === "unsuitable";
   if (state !== "unsuitable") renderChart(res);
   renderFrames(res);
   $("result").hidden = false;
   verdict.focus({preventScroll: true});
   verdict.scrollIntoView({behavior: "smooth", block: "start"});
+}
+
+// The measured numbers (rate, depth; only when the server has regression runs): the sentence
+// with the guideline, how sure, and the likeliest value bins as small bars.
+function renderMeasures(measures) {
+  $("measures").replaceChildren(...measures.map(m => {
+    // under one chance in two of being on that side of the range: no green or orange verdict
+    const unsure = present(m.sure) && m.sure < 0.5 ? " unsure" : "";
+    const li = el("li", {class: "measure status-" + m.status + unsure, "data-target": m.target});
+    li.append(el("span", {class: "measure-text"}, m.text + "."));
+    if (m.sure_text) li.append(el("span", {class: "measure-sure"}, capitalise(m.sure_text) + "."));
+    const bins = (m.bins || []).filter(b => b.probability >= 0.02);
+    if (bins.length) {
+      const ul = el("ul", {class: "bins", "aria-label": "How likely each range is"});
+      for (const b of bins) {
+        const row = el("li", {class: "bin"});
+        const track = el("span", {class: "bin-track", "aria-hidden": "true"});
+        const fill = el("span", {class: "bin-fill"});
+        fill.style.width = (100 * b.probability).toFixed(1) + "%";
+        track.append(fill);
+        row.append(el("span", {class: "bin-label"}, b.label), track,
+          el("span", {class: "bin-value"}, pct(b.probability)));
+        ul.append(row);
+      }
+      li.append(ul);
+    }
+    return li;
+  }));
+  $("measures-box").hidden = measures.length === 0;
 }
 
 function capitalise(s) { return s ? s[0].toUpperCase() + s.slice(1) : s; }

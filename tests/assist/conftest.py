@@ -62,6 +62,7 @@ class StubAnalyser:
         self.seen: list[list[Path]] = []
         self.crash = False
         self.verdict: str | None = None
+        self.measures: list[dict] | None = None  # rate/depth answers to add (stub_measures)
         self.gate: threading.Event | None = None
         self.entered = threading.Semaphore(0)
 
@@ -99,8 +100,11 @@ class StubAnalyser:
         progress("score")
         sha = {str(w): hashlib.sha256(v.read_bytes()).hexdigest() for v, w in zip(videos, views)}
         if self.verdict is not None:
-            return {**stub_prediction(self.verdict, list(views)), "sha": sha,
-                    "frames": {str(w): stub_frames(v) for v, w in zip(videos, views)}}
+            out = {**stub_prediction(self.verdict, list(views)), "sha": sha,
+                   "frames": {str(w): stub_frames(v) for v, w in zip(videos, views)}}
+            if self.measures is not None:
+                out["measures"] = self.measures
+            return out
         k = 1 + int(sha[str(views[0])], 16) % 13
         scores = {c: (0.9 if i == k else 0.1) for i, c in enumerate(CLASSES)}
         return {"views": list(views), "head": "bce", "errors": [
@@ -150,6 +154,21 @@ def stub_prediction(verdict: str, views: list[int]) -> dict:
         verdict=verdict, reason=reason, probabilities=probs, marks=marks, candidates=cands,
         input_check=check)
     return pred.to_dict()
+
+
+def stub_measures() -> list[dict]:
+    """Rate and depth as the real assistant words them (assist.measure.measure_dict): a slow
+    rate, fairly sure, and a depth inside the guideline."""
+    from assist.measure import measure_dict
+
+    rate_edges = np.arange(50.0, 131.0, 10.0)
+    depth_edges = np.arange(1.0, 12.0, 1.0)
+    return [measure_dict("rate", "regress_rate", 86.2,
+                         np.array([0, 0.01, 0.08, 0.71, 0.15, 0.04, 0.01, 0]), rate_edges,
+                         {"1": 85.1, "2": 86.9, "3": 86.0, "4": 86.8}),
+            measure_dict("depth", "regress_depth", 5.43,
+                         np.array([0, 0, 0, 0.04, 0.81, 0.13, 0.02, 0, 0, 0]), depth_edges,
+                         {"1": 5.4, "2": 5.5, "3": 5.4, "4": 5.4})]
 
 
 def stub_frames(video: Path, n: int = 4) -> list[str]:

@@ -13,7 +13,7 @@ from pipeline.taxonomy import ADVICE, CLASSES, NUM_CLASSES
 PREDICT_JSON_KEYS = ["videos", "views", "run", "model", "head", "threshold_source", "errors",
                      "looks_correct", "correct_detected", "scores", "thresholds", "suppressed",
                      "warnings", "verdict", "reason", "probabilities", "marks", "candidates",
-                     "input_check"]
+                     "input_check", "measures"]  # measures: rate and depth (issue 19), [] without runs
 
 
 def test_threshold_fallbacks(tmp_path):

@@ -344,6 +344,56 @@ def test_keyboard_reaches_the_upload_boxes_with_a_visible_ring(stub_live, clips,
         assert b.console_errors() == [], b.console_errors()
 
 
+def test_rate_and_depth_are_shown(stub_live, clips, tmp_path):
+    """Issue 19: with regression runs the answer carries rate and depth; the page shows each
+    sentence with its guideline, how sure, and the likeliest ranges; without, nothing."""
+    from assist_conftest import load
+    from chromium_cdp import Chromium
+
+    base, stub, _ = stub_live
+    stub.verdict = "errors"
+    stub.measures = load().stub_measures()
+    try:
+        with Chromium(tmp_path / "profile", width=1200, height=900) as b:
+            b.open(base + "/", ready=READY)
+            check_take(b, clips)
+            assert shown(b, "measures-box")
+            assert texts(b, "#measures .measure-text") == [
+                "Rate about 86 per minute: press faster (aim for 100\u2013120).",
+                "Depth about 5.4 cm: good (5\u20136 cm)."]
+            assert texts(b, "#measures .measure-sure") == [
+                "95% sure it is below 100 per minute.", "81% sure it is within 5\u20136 cm."]
+            assert b.eval("[...document.querySelectorAll('#measures .measure')]"
+                          ".map(e => e.className)") == ["measure status-low", "measure status-ok"]
+            # the likeliest ranges (>= 2%), as bars whose width is the probability
+            assert texts(b, "#measures .measure[data-target=rate] .bin-label") == [
+                "70\u201380", "80\u201390", "90\u2013100", "100\u2013110"]
+            width = b.eval("(() => { const r = document.querySelector("
+                           "'#measures .measure[data-target=rate] .bin:nth-child(2)');"
+                           " return r.querySelector('.bin-fill').getBoundingClientRect().width /"
+                           " r.querySelector('.bin-track').getBoundingClientRect().width; })()")
+            assert abs(width - 0.71) < 0.01
+            assert b.console_errors() == [], b.console_errors()
+            shot = b.screenshot(ARTIFACTS / "serve_measures.png")
+            # under one chance in two: the border says neither good nor bad
+            unsure = load().stub_measures()
+            unsure[1]["sure"], unsure[1]["sure_text"] = 0.39, "only 39% sure it is within 5\u20136 cm"
+            stub.measures = unsure
+            check_take(b, clips)
+            assert b.eval("document.querySelector('#measures .measure[data-target=depth]')"
+                          ".className") == "measure status-ok unsure"
+            assert texts(b, "#measures .measure-sure")[1] == "Only 39% sure it is within 5\u20136 cm."
+            stub.verdict = "unsuitable"  # not chest compressions: no numbers
+            check_take(b, clips)
+            assert not shown(b, "measures-box")
+            stub.verdict, stub.measures = "errors", None  # no regression run: no box
+            check_take(b, clips)
+            assert not shown(b, "measures-box") and texts(b, "#measures li") == []
+        assert shot.stat().st_size > 10_000
+    finally:
+        stub.measures = None
+
+
 def _to_docs(shot: Path) -> None:
     if os.environ.get("CPRCLIP_DOCS_IMG"):
         shutil.copyfile(shot, Path(os.environ["CPRCLIP_DOCS_IMG"]) / shot.name)

@@ -16,7 +16,7 @@ def test_table_lists_required_backbones():
     assert {"tsn_r50", "tsm_r50", "tsn_r18", "tsm_r18", "clip_vitb16"} <= set(BACKBONES)
     assert BACKBONES["tsn_r50"].feature_dim == 2048 and BACKBONES["tsn_r18"].feature_dim == 512
     with pytest.raises(ValueError, match="valid backbones are: tsn_r50, tsm_r50"):
-        build_recognizer("i3d", "rgb")
+        build_recognizer("x3d", "rgb")
     with pytest.raises(ValueError, match="takes: rgb"):
         build_recognizer("clip_vitb16", "flow")
 

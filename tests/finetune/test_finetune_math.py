@@ -168,8 +168,9 @@ def test_shipped_configs_load(path):
     root = Path(__file__).resolve().parents[2]
     cfg = load_stage_config(FinetuneConfig, "finetune", root / path)
     assert cfg.cpu_amp == "auto"
-    # the demo fine-tunes flow only, from ImageNet (RGB stays frozen ImageNet: docs/results.md)
-    want = ("flow",) if path.endswith("synthetic.toml") else ("rgb", "flow")
+    # the demo fine-tunes flow (from ImageNet) and the skeleton stream; RGB stays frozen
+    # ImageNet (docs/results.md)
+    want = ("flow", "skeleton") if path.endswith("synthetic.toml") else ("rgb", "flow")
     assert cfg.modalities == want
 
 

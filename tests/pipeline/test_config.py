@@ -126,7 +126,7 @@ def test_choice_literals_match_their_tables():
     assert set(args(T.ModelName)) == set(T.MODELS)
     assert set(args(R.NoPositivePolicy)) == set(M.NO_POSITIVE_POLICIES)
     assert set(args(R.ThresholdRule)) == set(M.THRESHOLD_RULES)
-    assert features.MODALITIES == ("rgb", "flow")
+    assert features.MODALITIES == ("rgb", "flow", "skeleton")
 
 
 # --- the whole file: sections, [common], what --config names --------------------------------

@@ -56,9 +56,18 @@ def test_motion_parameters_follow_the_labels():
     assert 100 <= correct.rate_bpm <= 120 and 0.05 <= correct.depth <= 0.06
     assert 95 <= _rate(correct.compress) <= 125  # the signal really has that rate
     slow = _motion((11,))
-    assert 60 <= slow.rate_bpm <= 80 and 55 <= _rate(slow.compress) <= 85
-    assert _motion((10,)).compress.max() < 0.03 < correct.compress.max() < 0.07
-    assert _motion((12,)).compress.max() > 0.085
+    assert 60 <= slow.rate_bpm < 100 and 55 <= _rate(slow.compress) <= 105
+    assert abs(_rate(slow.compress) - slow.rate_bpm) < 5
+    shallow, deep = _motion((10,)), _motion((12,))
+    assert shallow.depth < 0.05 <= correct.depth <= 0.06 < deep.depth
+    assert shallow.compress.max() < correct.compress.max() < deep.compress.max()
+    # the logged depth is the mean peak of the presses seen (each varies by +-10 %): the mean of
+    # the signal's local maxima, within the frame sampling error and the presses at the edges
+    for m in (correct, shallow, deep, slow):
+        c = m.compress
+        peaks = np.flatnonzero((c[1:-1] >= c[:-2]) & (c[1:-1] > c[2:])) + 1
+        assert 0.9 * m.depth <= m.mean_depth <= 1.1 * m.depth
+        assert abs(c[peaks].mean() - m.mean_depth) < 0.05 * m.mean_depth
     assert correct.jump.max() == 0 and _motion((6,)).jump.max() > 0.05
     assert _motion((1,)).hand_form == "overlap" and _motion((2,)).hand_form == "clench"
     assert _motion((3,)).hand_form == "single" and correct.hand_form == "interlock"
@@ -71,7 +80,7 @@ def test_motion_parameters_follow_the_labels():
     drift = _motion((13,)).hand_offset
     assert np.ptp(drift, axis=0).max() > 0.08  # the hands wander between presses
     combo = _motion((4, 6, 11, 12))
-    assert combo.bend > 0 and combo.jump.max() > 0 and combo.rate_bpm < 80 and combo.depth > 0.09
+    assert combo.bend > 0 and combo.jump.max() > 0 and combo.rate_bpm < 100 and combo.depth > 0.06
 
 
 @pytest.mark.parametrize("error", range(1, 14))

@@ -21,8 +21,13 @@ DATASET, BACKBONE = "tiny", "toy"
 
 def make_features(features_dir: Path, *, segments: int = 4, dims: dict[str, int] | None = None,
                   train_per_class: int = 4, val_per_class: int = 2, n_test: int = 24,
-                  noise: float = 0.5, seed: int = 0) -> Path:
+                  noise: float = 0.5, seed: int = 0,
+                  backbones: dict[str, str] | None = None, paired_test: bool = False) -> Path:
+    """``backbones``: {modality: backbone name of its file}, default BACKBONE for each.
+    ``paired_test``: the two views of a test take share its label set (what `cprclip eval`
+    checks); by default each test row draws its own."""
     dims = dims or {"rgb": 16, "flow": 8}
+    backbones = backbones or {}
     rng = np.random.default_rng(seed)
     means = {m: rng.standard_normal((NUM_CLASSES, d)).astype(np.float32) for m, d in dims.items()}
     rows = []  # (video_id, take, view, participant, split, label set)
@@ -36,12 +41,14 @@ def make_features(features_dir: Path, *, segments: int = 4, dims: dict[str, int]
             i += 1
     comps = composite_label_sets()
     for j in range(n_test):
-        rows.append((f"v{i:04d}", f"t{i // 2:04d}", 1 + j % 2, "p6", "test",
-                     comps[int(rng.integers(len(comps)))]))
+        if not (paired_test and i % 2):
+            labels = comps[int(rng.integers(len(comps)))]
+        rows.append((f"v{i:04d}", f"t{i // 2:04d}", 1 + j % 2, "p6", "test", labels))
         i += 1
     for m, d in dims.items():
-        path = feature_path(features_dir, DATASET, BACKBONE, m, segments)
-        w = ShardWriter(path, {"backbone": BACKBONE, "modality": m, "segments": segments,
+        name = backbones.get(m, BACKBONE)
+        path = feature_path(features_dir, DATASET, name, m, segments)
+        w = ShardWriter(path, {"backbone": name, "modality": m, "segments": segments,
                                "checkpoint_sha256": "0" * 64, "init": "random"}, rows_per_shard=40)
         for vid, take, view, part, split, labels in rows:
             centre = means[m][list(labels)].mean(axis=0)

@@ -1,0 +1,20 @@
+"""Fixtures for the frames tests: one thread, no progress bars, a tiny generated dataset."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from frames_helpers import make_manifest
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    torch.set_num_threads(1)  # 2 shared cores: keep tests from fighting over them
+    monkeypatch.setenv("CPRCLIP_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def frames_manifest(tmp_path_factory):
+    """4 classes x (3 train videos of p1 + 1 val video of p2), 12 frames of 64x48 each, and one
+    composite test video."""
+    return make_manifest(tmp_path_factory.mktemp("frames_videos"))
