@@ -13,7 +13,9 @@ from pipeline.taxonomy import ADVICE, CLASSES, NUM_CLASSES
 PREDICT_JSON_KEYS = ["videos", "views", "run", "model", "head", "threshold_source", "errors",
                      "looks_correct", "correct_detected", "scores", "thresholds", "suppressed",
                      "warnings", "verdict", "reason", "probabilities", "marks", "candidates",
-                     "input_check", "measures"]  # measures: rate and depth (issue 19), [] without runs
+                     "input_check", "measures", "keypoints"]
+# measures: rate and depth (issue 19), [] without runs; keypoints: where each view's body
+# keypoints came from (runs with a skeleton stream), [] otherwise
 
 
 def test_threshold_fallbacks(tmp_path):
