@@ -56,6 +56,9 @@ help:
 	@echo "the assistant (docs/serve.md):"
 	@echo "  make serve          the web page on http://127.0.0.1:8000/ (RUN=runs/bce: another run)"
 	@echo "                      one take on the command line: .venv/bin/cprclip predict VIDEO... run=runs/bce"
+	@echo "other tasks on the same videos (not in make all):"
+	@echo "  make frames         frame dataset (class folders + metadata.csv) -> runs/frames_ce, frames_js (docs/frames.md)"
+	@echo "                      top-5 per image: .venv/bin/cprclip predict-frames csv=FILE column=Path"
 	@echo "tests and benchmarks:"
 	@echo "  make test-slow      the slow tests only"
 	@echo "  make test-browser   drive the page in headless Chromium (runs browser-deps first)"
@@ -137,6 +140,13 @@ all: times-reset setup data flow finetune extract train eval
 
 times-reset:
 	@mkdir -p $(dir $(TIMES)) && rm -f $(TIMES)
+
+# Frame-level visual-text classification (issue 20, docs/frames.md): sample frames of the
+# single-class videos (resumable), then train one model per loss on [frames]. ARGS goes to both.
+.PHONY: frames
+frames: setup data
+	$(call T,frames) $(CLI) frames --config $(CONFIG) $(ARGS)
+	$(call T,frames-train) $(CLI) train --config $(CONFIG) task=frames $(ARGS)
 
 # --- tests and benchmarks ---
 test: setup
