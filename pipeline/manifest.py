@@ -448,58 +448,74 @@ def flow_entry(video_id: str, flow: Path, recipe: str, source: Path) -> FlowEntr
                      st.st_mtime_ns)
 
 
-def read_flow_index(flow_dir: str | Path) -> dict[str, FlowEntry]:
-    """``{video_id: FlowEntry}`` from ``<flow_dir>/index.csv``; {} when there is none yet.
-
-    Raises ManifestError (one line naming the file and row) for an index that is not ours."""
-    flow_dir = Path(flow_dir)
-    path = flow_index_path(flow_dir)
+def _read_output_index(folder: str | Path, kind: str, columns: tuple[str, ...], entry_cls):
+    """``{video_id: entry}`` from ``<folder>/index.csv`` of a stage's outputs (flow videos,
+    skeleton files); {} when there is none yet. Entries are ``entry_cls(video_id, file, recipe,
+    source, size, mtime_ns)`` with absolute paths. Raises ManifestError (one line naming the
+    file and row) for an index that is not ours."""
+    folder = Path(folder)
+    path = folder / FLOW_INDEX
     if not path.is_file():
         return {}
-    redo = "; delete it and rerun 'cprclip flow'"
+    redo = f"; delete it and rerun 'cprclip {kind}'"
     try:
-        text = _read_text(path, "flow index")
+        text = _read_text(path, f"{kind} index")
     except ManifestError as e:
         raise ManifestError(f"{e}{redo}") from None
     rows = _csv_rows(text, path)
     header = next(rows, (1, 1, []))[2]
-    if tuple(header) != FLOW_INDEX_COLUMNS:
-        raise ManifestError(f"{path}: not a flow index (header {','.join(header)!r}){redo}")
-    root = flow_dir.resolve()
-    out: dict[str, FlowEntry] = {}
+    if tuple(header) != columns:
+        raise ManifestError(f"{path}: not a {kind} index (header {','.join(header)!r}){redo}")
+    root = folder.resolve()
+    out: dict = {}
     for i, last, fields in rows:
         try:
-            if last != i or len(fields) != len(FLOW_INDEX_COLUMNS) or "\0" in "".join(fields):
-                raise ValueError(f"not {len(FLOW_INDEX_COLUMNS)} plain fields on one line")
+            if last != i or len(fields) != len(columns) or "\0" in "".join(fields):
+                raise ValueError(f"not {len(columns)} plain fields on one line")
             vid, name, recipe, source, size, mtime = fields
-            # Entries name files inside the flow folder only, so an edited index cannot point
-            # a stage at an arbitrary path.
-            flow = safe_child(root, name)
-            out[vid] = FlowEntry(vid, flow, recipe, Path(os.path.normpath(root / source)),
-                                 int(size), int(mtime))
+            # Entries name files inside the stage's folder only, so an edited index cannot
+            # point a stage at an arbitrary path.
+            out[vid] = entry_cls(vid, safe_child(root, name), recipe,
+                                 Path(os.path.normpath(root / source)), int(size), int(mtime))
         except (ValueError, UnsafeNameError) as e:
             raise ManifestError(f"{path}:row {i}: {e}{redo}") from None
     return out
+
+
+def _write_output_index(folder: str | Path, columns: tuple[str, ...], entries: Iterable) -> Path:
+    """Write ``<folder>/index.csv`` atomically (complete or absent), sorted by video_id, paths
+    relative to the folder (a dataset moved with its outputs still matches)."""
+    from dataclasses import astuple
+
+    from pipeline.atomic import write_atomic
+
+    folder = Path(folder)
+    root = folder.resolve()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for e in sorted(entries, key=lambda e: e.video_id):
+        vid, file, recipe, source, size, mtime = astuple(e)
+        w.writerow([vid, os.path.relpath(file, root), recipe, os.path.relpath(source, root),
+                    size, mtime])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FLOW_INDEX
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def read_flow_index(flow_dir: str | Path) -> dict[str, FlowEntry]:
+    """``{video_id: FlowEntry}`` from ``<flow_dir>/index.csv``; {} when there is none yet.
+
+    Raises ManifestError (one line naming the file and row) for an index that is not ours."""
+    return _read_output_index(flow_dir, "flow", FLOW_INDEX_COLUMNS, FlowEntry)
 
 
 def write_flow_index(flow_dir: str | Path, entries: Iterable[FlowEntry]) -> Path:
     """Write ``<flow_dir>/index.csv`` atomically (complete or absent), sorted by video_id.
     Paths are stored relative to the flow folder, so a dataset moved with its flow still
     matches."""
-    from pipeline.atomic import write_atomic
-
-    flow_dir = Path(flow_dir)
-    root = flow_dir.resolve()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(FLOW_INDEX_COLUMNS)
-    for e in sorted(entries, key=lambda e: e.video_id):
-        w.writerow([e.video_id, os.path.relpath(e.flow, root), e.recipe,
-                    os.path.relpath(e.source, root), e.source_size, e.source_mtime_ns])
-    flow_dir.mkdir(parents=True, exist_ok=True)
-    path = flow_index_path(flow_dir)
-    write_atomic(path, buf.getvalue())
-    return path
+    return _write_output_index(flow_dir, FLOW_INDEX_COLUMNS, entries)
 
 
 def resolve_flow(records: list[VideoRecord], flow_dir: str | Path) -> list[VideoRecord]:
@@ -579,52 +595,13 @@ def read_pose_index(pose_dir: str | Path) -> dict[str, PoseEntry]:
     """``{video_id: PoseEntry}`` from ``<pose_dir>/index.csv``; {} when there is none yet.
 
     Raises ManifestError (one line naming the file and row) for an index that is not ours."""
-    pose_dir = Path(pose_dir)
-    path = pose_index_path(pose_dir)
-    if not path.is_file():
-        return {}
-    redo = "; delete it and rerun 'cprclip pose'"
-    try:
-        text = _read_text(path, "pose index")
-    except ManifestError as e:
-        raise ManifestError(f"{e}{redo}") from None
-    rows = _csv_rows(text, path)
-    header = next(rows, (1, 1, []))[2]
-    if tuple(header) != POSE_INDEX_COLUMNS:
-        raise ManifestError(f"{path}: not a pose index (header {','.join(header)!r}){redo}")
-    root = pose_dir.resolve()
-    out: dict[str, PoseEntry] = {}
-    for i, last, fields in rows:
-        try:
-            if last != i or len(fields) != len(POSE_INDEX_COLUMNS) or "\0" in "".join(fields):
-                raise ValueError(f"not {len(POSE_INDEX_COLUMNS)} plain fields on one line")
-            vid, name, rec, source, size, mtime = fields
-            # Entries name files inside the pose folder only, so an edited index cannot point
-            # a stage at an arbitrary path.
-            out[vid] = PoseEntry(vid, safe_child(root, name), rec,
-                                 Path(os.path.normpath(root / source)), int(size), int(mtime))
-        except (ValueError, UnsafeNameError) as e:
-            raise ManifestError(f"{path}:row {i}: {e}{redo}") from None
-    return out
+    return _read_output_index(pose_dir, "pose", POSE_INDEX_COLUMNS, PoseEntry)
 
 
 def write_pose_index(pose_dir: str | Path, entries: Iterable[PoseEntry]) -> Path:
     """Write ``<pose_dir>/index.csv`` atomically, sorted by video_id, paths relative to the
     pose folder (a dataset moved with its skeletons still matches)."""
-    from pipeline.atomic import write_atomic
-
-    pose_dir = Path(pose_dir)
-    root = pose_dir.resolve()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(POSE_INDEX_COLUMNS)
-    for e in sorted(entries, key=lambda e: e.video_id):
-        w.writerow([e.video_id, os.path.relpath(e.skeleton, root), e.recipe,
-                    os.path.relpath(e.source, root), e.source_size, e.source_mtime_ns])
-    pose_dir.mkdir(parents=True, exist_ok=True)
-    path = pose_index_path(pose_dir)
-    write_atomic(path, buf.getvalue())
-    return path
+    return _write_output_index(pose_dir, POSE_INDEX_COLUMNS, entries)
 
 
 def resolve_pose(records: list[VideoRecord], pose_dir: str | Path) -> list[VideoRecord]:
