@@ -21,6 +21,8 @@ DEFAULT_CONFIG = "configs/synthetic.toml"
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pipeline.info", "versions, decoders, CUDA and ffmpeg found on this machine"),
     "synth": ("synth.cli", "generate the synthetic multi-view CPR dataset"),
+    "narrate": ("synth.narration", "write the narrations of an existing synthetic dataset "
+                                   "(no rendering, the manifest untouched; docs/narration.md)"),
     "manifest": ("pipeline.manifest_cli", "check a manifest and summarise it"),
     "flow": ("extract.flow_cli", "compute optical flow videos for a manifest"),
     "pose": ("extract.pose_cli", "2D skeletons (MediaPipe BlazePose) for videos without them"),

@@ -34,7 +34,10 @@ from pipeline.taxonomy import LabelError, format_labels, multi_hot, parse_labels
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("video_id", "path", "take_id", "view", "participant", "split", "labels")
-COLUMNS = REQUIRED_COLUMNS + ("flow", "skeleton")
+# narration: the take's narration file (issue 20, synth/narration.py); when empty, the loader
+# takes <manifest folder>/narration/<take_id>.json if it exists (NARRATION_DIR)
+COLUMNS = REQUIRED_COLUMNS + ("flow", "skeleton", "narration")
+NARRATION_DIR = "narration"
 # Optional measurements of the take, for regression (issue 19): column -> (unit, plausible
 # range). A feedback manikin logs them; synth writes the true values of its motion.
 MEASURES: dict[str, tuple[str, float, float]] = {
@@ -69,6 +72,7 @@ class VideoRecord:
     rate: float | None = None  # measured compressions per minute of the take (MEASURES)
     depth: float | None = None  # measured mean compression depth of the take, cm
     skeleton: Path | None = None  # the 2D keypoint file (pipeline.skeleton), absolute
+    narration: Path | None = None  # the take's narration file (synth/narration.py), absolute
 
     @property
     def multi_hot(self) -> np.ndarray:
@@ -214,6 +218,27 @@ def _measures(row: dict[str, str]) -> tuple[dict[str, float], str | None]:
     return out, None
 
 
+def _narration(base: Path, row: dict[str, str], allow_outside_root: bool,
+               check_files: bool) -> tuple[Path | None, str | None]:
+    """The row's narration file (``narration`` column, relative to the manifest), or
+    ``<base>/narration/<take_id>.json`` when the column is empty and that file exists (a
+    dataset narrated after its manifest was written: ``cprclip narrate``); (None, problem) for
+    a path that cannot be used."""
+    text = row.get("narration", "")
+    if not text:
+        take = row["take_id"] or row["video_id"]
+        if name_problem(take):
+            return None, None
+        default = base / NARRATION_DIR / f"{take}.json"
+        return (default.resolve() if _is_file(default) else None), None
+    path, problem = _resolve(base, text, allow_outside_root)
+    if problem:
+        return None, f"narration {problem}"
+    if check_files and not _is_file(path):
+        return None, f"narration file {path} not found"
+    return path, None
+
+
 def _measure_text(v: float | None) -> str:
     """A measurement as the writer stores it: short, exact enough (0.001), "" when absent."""
     return "" if v is None else f"{v:.3f}".rstrip("0").rstrip(".")
@@ -315,12 +340,16 @@ def parse_manifest(
         if problem:
             errors.append(f"{where}: {problem}")
             continue
+        narration, problem = _narration(base, row, allow_outside_root, check_files)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
         rec = VideoRecord(vid, video, row["take_id"] or vid, view, row["participant"],
                           row["split"], labels, flow, i)
-        rec = replace(rec, skeleton=skeleton, **measures)
+        rec = replace(rec, skeleton=skeleton, narration=narration, **measures)
         first = takes.get(rec.take_id)
         if first is not None:
-            for field in ("labels", "participant", "split", *MEASURES):
+            for field in ("labels", "participant", "split", *MEASURES, "narration"):
                 a, b = getattr(first, field), getattr(rec, field)
                 if a != b:
                     shown = (format_labels(a), format_labels(b)) if field == "labels" else (a, b)
@@ -387,7 +416,8 @@ def write_manifest(path: str | Path, records: Iterable[VideoRecord]) -> None:
             for r in records:
                 rel = lambda p: os.path.relpath(Path(p).resolve(), base) if p else ""  # noqa: E731
                 w.writerow([r.video_id, rel(r.path), r.take_id, r.view, r.participant, r.split,
-                            format_labels(r.labels), rel(r.flow), rel(r.skeleton)]
+                            format_labels(r.labels), rel(r.flow), rel(r.skeleton),
+                            rel(r.narration)]
                            + [_measure_text(getattr(r, k)) for k in MEASURES])
         os.replace(tmp, path)
     except OSError as e:  # e.g. a full disk: the old manifest stays, no temporary, name the file

@@ -36,6 +36,9 @@ class SynthConfig:
     # 1 = jitter, low scores when occluded, missed frames and left/right swaps as modelled;
     # 0 = a copy of the clean ones (skeleton_clean/)
     keypoint_noise: float = 1.0
+    # word error rate of the instructor's commentary in narration/ (synth/narration.py): about
+    # what a recogniser makes of a coach in a training room; 0 = the words as spoken
+    narration_wer: float = 0.12
 
     def __post_init__(self) -> None:
         # checked when built, from TOML or directly in code
@@ -66,6 +69,7 @@ class SynthConfig:
             raise ConfigError(f"[synth] max_takes={self.max_takes} must be >= 0 (0 = all)")
         # at 10 a third of the frames are missed: more is no estimator any longer, likely a typo
         check_range(self, "keypoint_noise", ge=0, le=10)
+        check_range(self, "narration_wer", ge=0, le=1)
         if Path(self.manifest).parent.name != self.dataset:
             raise ConfigError(
                 f"[synth] manifest {self.manifest!r} is not in a folder named after dataset "

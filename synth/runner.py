@@ -31,6 +31,7 @@ from pipeline.manifest import VideoRecord, write_manifest
 from pipeline.paths import safe_child
 from pipeline.skeleton import Skeleton, write_skeleton
 from synth.config import SynthConfig
+from synth.narration import write_narrations
 from synth.plan import Take, plan_takes, select_takes, video_id
 from synth.render import (clip_keypoints, derive_seed, iter_frames, sample_motion,
                           sample_participant)
@@ -140,7 +141,7 @@ def _init_worker() -> None:
 # --------------------------------------------------------------------------------------------
 
 # Keys that do not change the videos: a rerun may change them freely.
-_NOT_CONTENT = ("workers", "max_takes")
+_NOT_CONTENT = ("workers", "max_takes", "narration_wer")  # narration/ is rewritten every run
 # Keys that change only the noisy keypoints (skeleton/): a rerun rewrites those, keeps the rest.
 _NOISY_KEYPOINTS_ONLY = ("keypoint_noise",)
 
@@ -163,6 +164,12 @@ def _check_previous(record: Path, cfg: SynthConfig) -> bool:
             f"{record.parent} was generated with a different config ({shown}); delete that folder "
             "or choose another dataset= and manifest=")
     return any(k in _NOISY_KEYPOINTS_ONLY for k in changed)
+
+
+def check_same_dataset(record: Path, cfg: SynthConfig) -> None:
+    """Raise ConfigError when the folder of ``record`` (its ``synth.json``) holds videos of
+    another content config (``cprclip narrate`` describes the videos that are there)."""
+    _check_previous(record, cfg)
 
 
 def take_measures(take: Take, cfg: SynthConfig) -> tuple[float, float]:
@@ -202,6 +209,8 @@ def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
                                  indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     takes = select_takes(plan_takes(cfg), cfg.max_takes)
+    # the texts of issue 20 (synth/narration.py): cheap, rewritten every run
+    narrations = write_narrations(cfg, takes, root)
     rows: list[VideoRecord] = []
     jobs: list[_Job] = []
     for take in takes:
@@ -213,7 +222,8 @@ def generate(cfg: SynthConfig, show_progress: bool = True) -> Path:
             noisy = safe_child(noisy_dir, vid, ".npz")
             rows.append(VideoRecord(vid, path.resolve(), take.take_id, view,
                                     f"p{take.participant + 1}", take.split, take.labels,
-                                    rate=rate, depth=depth, skeleton=noisy.resolve()))
+                                    rate=rate, depth=depth, skeleton=noisy.resolve(),
+                                    narration=narrations[take.take_id].resolve()))
             have_video = path.is_file() and path.stat().st_size > 0
             if have_video and clean.is_file() and noisy.is_file():
                 continue
