@@ -353,6 +353,8 @@ def parse_manifest(
                 a, b = getattr(first, field), getattr(rec, field)
                 if a != b:
                     shown = (format_labels(a), format_labels(b)) if field == "labels" else (a, b)
+                    if field == "narration":
+                        shown = (str(a or ""), str(b or ""))
                     errors.append(
                         f"{where}: take {rec.take_id!r} has {field} {shown[1]!r} but row "
                         f"{first.row} ({first.video_id}) says {shown[0]!r}"

@@ -387,7 +387,8 @@ def narrate_takes(cfg: Any, takes: Sequence[Any]) -> tuple[dict[str, TakeNarrati
                                                           dict[str, str]]:
     """The narration of every take and the abstract of every session (participant) of ``cfg``
     (a ``SynthConfig``); pure: nothing is written. Each take's text draws from its own stream
-    (dataset seed, "narration", take_id); each session's from (dataset seed, "abstract", name)."""
+    (dataset seed, "narration", take_id), its keystep from (dataset seed, "keystep", take_id),
+    each session's abstract from (dataset seed, "abstract", name)."""
     from synth.render import derive_seed, sample_motion, sample_participant
 
     duration = round(cfg.frames / cfg.fps, 3)
@@ -400,7 +401,9 @@ def narrate_takes(cfg: Any, takes: Sequence[Any]) -> tuple[dict[str, TakeNarrati
         rng = np.random.default_rng(derive_seed(cfg.seed, "narration", take.take_id))
         session = f"p{take.participant + 1}"
         lines = commentary(f, duration, rng, cfg.narration_wer)
-        out[take.take_id] = TakeNarration(take.take_id, session, duration, lines, keystep(f, rng))
+        # the keystep has its own stream: the commentary's noise settings never change it
+        ks = keystep(f, np.random.default_rng(derive_seed(cfg.seed, "keystep", take.take_id)))
+        out[take.take_id] = TakeNarration(take.take_id, session, duration, lines, ks)
         by_session.setdefault(session, []).append(f)
     abstracts = {s: abstract(s, fs, np.random.default_rng(derive_seed(cfg.seed, "abstract", s)))
                  for s, fs in by_session.items()}

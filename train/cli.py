@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 TASKS: dict[str, str] = {
     "composite": "",
     "frames": "frames.train:cli_main",  # issue 20: images -> class captions, [frames]
+    "narration": "narration.train:cli_main",  # issue 20: video-narration pretraining, [narration]
     "regress": "train.regress:main",  # issue 19: rate or depth from the features, [regress]
 }
 
