@@ -59,6 +59,7 @@ help:
 	@echo "other tasks on the same videos (not in make all):"
 	@echo "  make frames         frame dataset (class folders + metadata.csv) -> runs/frames_ce, frames_js (docs/frames.md)"
 	@echo "                      top-5 per image: .venv/bin/cprclip predict-frames csv=FILE column=Path"
+	@echo "  make pretrain       narrations, then video-narration pretraining -> runs/narration, zero-shot figures (docs/narration.md)"
 	@echo "tests and benchmarks:"
 	@echo "  make test-slow      the slow tests only"
 	@echo "  make test-browser   drive the page in headless Chromium (runs browser-deps first)"
@@ -147,6 +148,15 @@ times-reset:
 frames: setup data
 	$(call T,frames) $(CLI) frames --config $(CONFIG) $(ARGS)
 	$(call T,frames-train) $(CLI) train --config $(CONFIG) task=frames $(ARGS)
+
+# Video-narration pretraining and zero-shot recognition (issue 20, docs/narration.md): the
+# narration files of the synthetic dataset (no rendering; the manifest is not rewritten), then
+# pretraining on [narration] (label-free: RGB only) and the zero-shot figures. ARGS goes to the
+# training. A real dataset brings its own narration files (its manifest's narration column).
+.PHONY: pretrain
+pretrain: setup data
+	$(if $(filter data/synthetic/manifest.csv,$(MANIFEST)),$(call T,narrate) $(CLI) narrate --config $(CONFIG))
+	$(call T,pretrain) $(CLI) train --config $(CONFIG) task=narration $(ARGS)
 
 # --- tests and benchmarks ---
 test: setup
