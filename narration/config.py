@@ -10,9 +10,6 @@ from pipeline.features import MODALITIES
 from pipeline.paths import name_problem
 
 TextEncoderName = Literal["sentence_transformers", "open_clip", "test_hash"]  # train/text.py
-# streams whose backbone saw no class label upstream (docs/narration.md, "Honesty"): the RGB
-# features come from ImageNet weights; flow and skeleton backbones were fine-tuned on the classes
-LABEL_FREE_MODALITIES = ("rgb",)
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,9 @@ class NarrationConfig:
     backbone: str = "tsn_mnv2"
     skeleton_backbone: str = "stgcn_lite"
     segments: int = 8
-    # rgb alone is label-free end to end (ImageNet weights); flow and skeleton come from
-    # backbones fine-tuned with the class labels (finetune/), so a run with them is not
+    # rgb alone is label-free end to end on the demo (ImageNet weights); its flow and skeleton
+    # files come from backbones fine-tuned with the class labels (finetune/), so a run with them
+    # is not. Each run records which of its streams saw CPR labels (from the files' recipes).
     modalities: tuple[str, ...] = ("rgb",)
     hidden: int = 512  # one hidden layer per segment, then the text space (E)
     dropout: float = 0.1
@@ -73,11 +71,6 @@ class NarrationConfig:
     @property
     def text_cache(self) -> str:
         return self.text_cache_dir or f"{self.runs_dir}/.text_cache"
-
-    @property
-    def label_free(self) -> bool:
-        """Whether no stream's backbone saw a class label (docs/narration.md)."""
-        return all(m in LABEL_FREE_MODALITIES for m in self.modalities)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -78,6 +78,10 @@ class Corpus:
     digest: str
     provenance: dict[str, Any]
 
+    @property
+    def labelled_streams(self) -> list[str]:
+        return [m for m, p in self.provenance["features"].items() if p["class_labels_upstream"]]
+
 
 def segment_windows(starts: np.ndarray, ends: np.ndarray, duration: float, segments: int
                     ) -> np.ndarray:
@@ -91,6 +95,20 @@ def segment_windows(starts: np.ndarray, ends: np.ndarray, duration: float, segme
         mid = 0.5 * (starts[i] + ends[i])
         mask[i, int(np.clip(mid / duration * segments, 0, segments - 1))] = True
     return mask
+
+
+def saw_class_labels(attrs: dict[str, Any]) -> bool:
+    """Whether a feature file's backbone was trained with this project's class labels: true
+    unless its weights were random or a shipped pretrained file (extract/pretrained.py: ImageNet
+    or Kinetics weights, which never saw a CPR label). A fine-tuned checkpoint (finetune/) or a
+    user's file counts as labelled."""
+    from extract.pretrained import PRETRAINED
+    from pipeline.features import FeatureRecipe
+
+    recipe = FeatureRecipe.from_attrs(attrs)
+    shipped = {e.sha256 for e in PRETRAINED.values()} | {e.converted_sha256 for e in
+                                                         PRETRAINED.values()}
+    return not (recipe.random_init or recipe.checkpoint_sha256 in shipped)
 
 
 def load_corpus(cfg: NarrationConfig) -> Corpus:
@@ -162,7 +180,9 @@ def load_corpus(cfg: NarrationConfig) -> Corpus:
     enc = build_text_encoder(cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.seed, "cpu")
     raw = embed_texts(enc, text_list, cfg.text_cache)
     digest = hashlib.sha256("\n".join(text_list).encode("utf-8")).hexdigest()
-    prov = {"features": {m: {"path": p["path"], "sha256": p["sha256"]}
+    prov = {"features": {m: {"path": p["path"], "sha256": p["sha256"],
+                             "checkpoint": p["attrs"].get("checkpoint_path", ""),
+                             "class_labels_upstream": saw_class_labels(p["attrs"])}
                          for m, p in feat_prov.items()},
             "text_encoder": {"id": encoder_id(enc), "name": enc.name,
                              "weights_sha256": enc.weights_sha256, "random_init": enc.random_init},

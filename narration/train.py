@@ -198,8 +198,8 @@ def _train(cfg: NarrationConfig, config_path: str | None, run_dir: Path, dist_) 
 
     record: dict[str, Any] = {
         "task": TASK, "config": to_dict(cfg), "config_file": config_path,
-        "model_args": args.to_dict(), "label_free": cfg.label_free,
-        "streams_trained_with_labels": [m for m in cfg.modalities if m != "rgb"],
+        "model_args": args.to_dict(), "label_free": not corpus.labelled_streams,
+        "streams_trained_with_labels": corpus.labelled_streams,
         "class_labels_used": False, **corpus.provenance,
         "prompts": {"kinds": list(cfg.prompt_kinds), "combine": cfg.prompt_combine,
                     "texts": [list(p) for p in class_prompt_texts(tuple(cfg.prompt_kinds))]},
@@ -219,8 +219,9 @@ def _train(cfg: NarrationConfig, config_path: str | None, run_dir: Path, dist_) 
     stop = cfg.epochs if not cfg.stop_after_epoch else min(cfg.epochs, cfg.stop_after_epoch)
     log.info("narration pretraining: %d training videos (%d lines) of %s, %s, %d step(s) per "
              "epoch of %d videos, %d process(es)%s", n, len(train.line_video),
-             "+".join(cfg.modalities), "label-free" if cfg.label_free else
-             "streams fine-tuned with class labels upstream", nb, bs, dist_.world,
+             "+".join(cfg.modalities), "label-free" if not corpus.labelled_streams else
+             f"NOT label-free: {', '.join(corpus.labelled_streams)} fine-tuned with class labels "
+             "upstream", nb, bs, dist_.world,
              f", resuming after epoch {start}" if start else "")
     figs: dict[str, Any] = {}
     t_start = time.perf_counter()
@@ -275,7 +276,7 @@ def _train(cfg: NarrationConfig, config_path: str | None, run_dir: Path, dist_) 
     seconds = time.perf_counter() - t_start
     finished = stop == cfg.epochs
     summary = {"run_dir": str(run_dir), "epochs": stop, "finished": finished,
-               "seconds": seconds, "figures": figs}
+               "seconds": seconds, "figures": figs, "labelled_streams": corpus.labelled_streams}
     if dist_.main:
         if not figs:  # a resumed call with nothing left to train
             figs = summary["figures"] = zero_shot()
@@ -288,7 +289,9 @@ def _train(cfg: NarrationConfig, config_path: str | None, run_dir: Path, dist_) 
             ckpt.save(run_dir / MODEL, tensors, {"task": TASK, "model_args": args.to_dict(),
                                                  "text_transform": cfg.text_transform,
                                                  "epoch": stop})
-        _write_json(run_dir / FIGURES, {"task": TASK, "epoch": stop, "label_free": cfg.label_free,
+        _write_json(run_dir / FIGURES, {"task": TASK, "epoch": stop,
+                                        "label_free": not corpus.labelled_streams,
+                                        "streams_trained_with_labels": corpus.labelled_streams,
                                         "modalities": list(cfg.modalities), **figs})
         record.update({"finished": finished, "epochs_done": stop, "zero_shot": figs,
                        "train_seconds_this_call": round(seconds, 2)})
@@ -327,8 +330,8 @@ def cli_main(config_path: str | None, overrides: Sequence[str]) -> int:
         log.error("train task=narration: %s", first_line(e))
         return 1
     if r["figures"]:
-        free = ("label-free: no stream's backbone saw a class label" if cfg.label_free else
-                f"NOT label-free upstream: {', '.join(m for m in cfg.modalities if m != 'rgb')} "
+        free = ("label-free: no stream's backbone saw a class label" if not r["labelled_streams"]
+                else f"NOT label-free upstream: the {', '.join(r['labelled_streams'])} "
                 "backbone(s) were fine-tuned with the class labels")
         sys.stdout.write(f"{Path(r['run_dir']).name}\t{r['run_dir']}\tepochs={r['epochs']}\t"
                          f"{'finished' if r['finished'] else 'stopped'}\t"

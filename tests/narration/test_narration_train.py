@@ -122,4 +122,16 @@ def test_cli_prints_the_table_and_rejects_unknown_keys(tiny, tmp_path, capsys):
         load_stage_config(NarrationConfig, "narration", None, ["epoch=3"])
     with pytest.raises(ConfigError, match="modalities"):
         load_stage_config(NarrationConfig, "narration", None, ["modalities=rgb,depth"])
-    assert not NarrationConfig(modalities=("rgb", "flow")).label_free
+
+
+def test_streams_from_fine_tuned_backbones_count_as_labelled():
+    from narration.data import saw_class_labels
+
+    assert not saw_class_labels({"backbone": "x", "modality": "rgb", "segments": 8,
+                                 "init": "random", "checkpoint_sha256": "random-init"})
+    shipped = "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197"  # ImageNet MNV2
+    assert not saw_class_labels({"backbone": "tsn_mnv2", "modality": "rgb", "segments": 8,
+                                 "init": "checkpoint", "checkpoint_sha256": shipped})
+    assert saw_class_labels({"backbone": "tsn_mnv2", "modality": "flow", "segments": 8,
+                             "init": "checkpoint", "checkpoint_sha256": "d336" + "0" * 60,
+                             "checkpoint_path": "finetuned/synthetic/tsn_mnv2-flow/checkpoint.safetensors"})
