@@ -31,7 +31,7 @@ T = $(PY) -m pipeline.stagetime run $(TIMES) $(1) --
 DATASET := $(shell sed -n 's/^dataset *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 
-.PHONY: times-reset help setup data flow pose pose-deps finetune extract train eval all test test-slow bench-extract bench-train info clean clean-all
+.PHONY: times-reset help setup data flow pose pose-deps finetune extract train regress eval all test test-slow bench-extract bench-train info clean clean-all
 
 # Every target and variable, one line each (tests/pipeline/test_make_help.py checks that none
 # is missing). Each stage is also a command: .venv/bin/cprclip STAGE --help.
@@ -51,7 +51,8 @@ help:
 	@echo "  make finetune       fine-tune the backbones (demo: flow, skeleton) on the single-error clips -> finetuned/"
 	@echo "  make extract        RGB, flow (and skeleton) features -> features/*.h5"
 	@echo "  make train          train CPR-CLIP, CPR-CLIP+ and the baselines -> runs/"
-	@echo "  make eval           evaluate the runs, choose the operating point -> report/"
+	@echo "  make regress        rate and depth regression on the same features -> runs/regress_*"
+	@echo "  make eval           evaluate the runs, choose the operating point -> report/ (+ regress.md)"
 	@echo "  make times-reset    clear the stage wall-time table (make all does it first)"
 	@echo "the assistant (docs/serve.md):"
 	@echo "  make serve          the web page on http://127.0.0.1:8000/ (RUN=runs/bce: another run)"
@@ -132,11 +133,19 @@ extract: setup flow
 train: setup
 	$(call T,train) $(CLI) train --config $(CONFIG) $(TRAIN_OV) $(ARGS)
 
+# Rate (per minute) and depth (cm) regression on the same features (issue 19, docs/regress.md):
+# runs/regress_rate and runs/regress_depth, which predict and serve then report as numbers.
+regress: setup
+	$(call T,regress-rate) $(CLI) train --config $(CONFIG) task=regress target=rate $(ARGS)
+	$(call T,regress-depth) $(CLI) train --config $(CONFIG) task=regress target=depth $(ARGS)
+
+# The composite report (report/), then the regression runs' held-out MAE (report/regress.md).
 eval: setup
 	$(call T,eval) $(CLI) eval --config $(CONFIG) $(ARGS)
+	$(CLI) eval --config $(CONFIG) task=regress
 
 # times-reset comes first so that the table shows this run's stages only.
-all: times-reset setup data flow finetune extract train eval
+all: times-reset setup data flow finetune extract train regress eval
 	@$(PY) -m pipeline.stagetime table $(TIMES)
 
 times-reset:

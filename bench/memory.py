@@ -32,19 +32,61 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_clip(path: Path, gop: int, seconds: float, size: str = "4096x2160") -> Path:
-    from pipeline.ffmpeg import ffmpeg_exe
+    """The testsrc2 clip, made by the ffmpeg program, or through PyAV's own FFmpeg libraries
+    where no ffmpeg program is installed (a GPU machine that holds only Python packages)."""
+    from pipeline.ffmpeg import FFmpegNotFound, ffmpeg_exe
 
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.mp4")
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi",
+    try:
+        exe = ffmpeg_exe()
+    except FFmpegNotFound:
+        encode_testsrc2(tmp, gop, seconds, size)
+        os.replace(tmp, path)
+        return path
+    subprocess.run([exe, "-y", "-loglevel", "error", "-f", "lavfi",
                     "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
                     "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", str(tmp)],
                    check=True)
     os.replace(tmp, path)
     return path
+
+
+def encode_testsrc2(path: Path, gop: int, seconds: float, size: str) -> int:
+    """The same clip as the ffmpeg command in :func:`make_clip` (testsrc2, libx264 ultrafast,
+    yuv420p, a key frame every ``gop`` frames and none elsewhere), encoded with PyAV. Returns the
+    number of frames."""
+    import av
+    from av.filter import Graph
+
+    w, h = (int(v) for v in size.split("x"))
+    graph = Graph()
+    src = graph.add("testsrc2", f"size={size}:rate=25:duration={seconds}")
+    sink = graph.add("buffersink")
+    src.link_to(sink)
+    graph.configure()
+    n = 0
+    with av.open(str(path), "w", format="mp4") as out:
+        st = out.add_stream("libx264", rate=25, options={
+            "preset": "ultrafast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        while True:
+            try:
+                frame = sink.pull()
+            except (av.error.EOFError, av.error.BlockingIOError):
+                break
+            frame = frame.reformat(format="yuv420p")
+            # testsrc2 marks every frame as an I frame, which x264 would obey: let it choose
+            frame.pict_type = av.video.frame.PictureType.NONE
+            for packet in st.encode(frame):
+                out.mux(packet)
+            n += 1
+        for packet in st.encode(None):
+            out.mux(packet)
+    return n
 
 
 def make_long_clip(path: Path, gop: int, minutes: float) -> Path:

@@ -57,8 +57,13 @@ def skeleton_sources(records: list) -> str:
 
 def recipe_fields(cfg: Any) -> dict[str, str]:
     """The recipe entries that describe the skeleton stream's input (no frames, no crops)."""
+    kin = ""
+    if getattr(cfg, "skeleton_kinematics", False):
+        from extract.kinematics import describe as kinematics
+
+        kin = "; + " + kinematics(cfg.skeleton_fps)
     return {"sampling": f"{describe(cfg.skeleton_fps)}; whole video, ST-GCN output averaged "
-                        f"over {cfg.segments} equal windows of time",
+                        f"over {cfg.segments} equal windows of time{kin}",
             "crops": "none (keypoints)", "decoder": "none (skeleton files)"}
 
 

@@ -84,6 +84,7 @@ class RegressConfig:
     # features ("" / 0 / [] = as [train])
     backbone: str = ""
     flow_backbone: str = ""
+    skeleton_backbone: str = ""
     segments: int = 0
     modalities: tuple[str, ...] = ()
     # multi-scale inputs (CardiacCLIP's EchoZoom): more feature folders holding the same files
@@ -173,13 +174,15 @@ class RegressConfig:
 
     @property
     def backbones(self) -> dict[str, str]:
-        return {m: (self.flow_backbone if m == "flow" and self.flow_backbone else self.backbone)
-                for m in self.modalities}
+        """{modality: backbone of its feature file}, as the train stage reads them."""
+        from extract.backbones import backbone_for
+
+        return {m: backbone_for(self, m) for m in self.modalities}
 
 
 # Keys a [regress] section leaves empty to follow [train].
-FROM_TRAIN = ("backbone", "flow_backbone", "segments", "modalities", "text_encoder",
-              "text_model", "text_pretrained", "text_cache_dir")
+FROM_TRAIN = ("backbone", "flow_backbone", "skeleton_backbone", "segments", "modalities",
+              "text_encoder", "text_model", "text_pretrained", "text_cache_dir")
 
 
 def load_config(config_path: str | Path | None, overrides: list[str] | dict) -> RegressConfig:

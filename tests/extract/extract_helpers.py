@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_exe
+from pipeline.ffmpeg import FFmpegNotFound, ffmpeg_exe
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 25, gop: int = 10,
@@ -17,9 +17,43 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 25, gop: int = 10,
     codec = (["-c:v", "libx264rgb", "-qp", "0"] if lossless
              else ["-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+    try:
+        exe = ffmpeg_exe()
+    except FFmpegNotFound:  # a machine with Python packages only (the GPU one): PyAV's FFmpeg
+        return _write_video_pyav(path, frames, fps, gop, lossless)
+    subprocess.run([exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                     "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *codec, "-g", str(gop),
                     "-bf", "2", str(path)], input=frames.tobytes(), check=True)
+    return path
+
+
+def _write_video_pyav(path: Path, frames: np.ndarray, fps: float, gop: int,
+                      lossless: bool) -> Path:
+    """:func:`write_video`'s encoding (same codecs, GOP and B-frames) through PyAV."""
+    from fractions import Fraction
+
+    import av
+
+    n, h, w, _ = frames.shape
+    with av.open(str(path), "w") as out:
+        if lossless:
+            st = out.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001),
+                                options={"qp": "0", "bf": "2"})
+            st.pix_fmt = "rgb24"
+        else:
+            st = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
+                                options={"crf": "23", "bf": "2"})
+            st.pix_fmt = "yuv420p"
+        st.width, st.height = w, h
+        st.codec_context.gop_size = gop
+        for f in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if not lossless:
+                frame = frame.reformat(format="yuv420p")
+            for packet in st.encode(frame):
+                out.mux(packet)
+        for packet in st.encode(None):
+            out.mux(packet)
     return path
 
 

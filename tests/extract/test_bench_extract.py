@@ -84,3 +84,29 @@ def test_write_section_replaces_only_its_own_subsection(tmp_path):
     assert "second" in text and "keep me" in text and "and me" in text
     # A missing "## Extraction" is appended after the other sections, and runs go under it.
     assert text.index("## Memory") < text.index("## Extraction") < text.index("### run A")
+
+
+def test_testsrc2_clip_without_an_ffmpeg_program(tmp_path, monkeypatch):
+    """Where no ffmpeg program exists (the GPU machine holds only Python packages), the bench's
+    clip is encoded through PyAV with the same GOP: key frames every ``gop`` frames only."""
+    import sys
+
+    import av
+
+    from pipeline import ffmpeg
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import memory
+
+    def missing():
+        raise ffmpeg.FFmpegNotFound("none here")
+
+    monkeypatch.setattr(ffmpeg, "ffmpeg_exe", missing)
+    clip = memory.make_clip(tmp_path / "c.mp4", gop=10, seconds=1.2, size="64x48")
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        assert (s.width, s.height) == (64, 48)
+        keys = [p.is_keyframe for p in c.demux(s) if p.size]
+    assert len(keys) == 30
+    assert [i for i, k in enumerate(keys) if k] == [0, 10, 20]
+    assert not list(tmp_path.glob("*.tmp.mp4"))

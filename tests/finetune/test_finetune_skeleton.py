@@ -162,3 +162,31 @@ def test_skeleton_keys_stay_in_their_stream():
         FinetuneConfig(backbone="tsn_mnv2", skeleton_backbone="tsn_r18", modalities=("skeleton",))
     with pytest.raises(ConfigError, match="skeleton_frames"):
         cfg(skeleton_frames=4)
+
+
+def test_extract_appends_kinematics(skeleton_manifest, tmp_path):
+    """``skeleton_kinematics = true``: the skeleton rows carry the ST-GCN features followed by the
+    kinematic descriptors (the same in every segment), and the recipe says so."""
+    from extract.kinematics import DIM, kinematic_features
+
+    cfg = _config(tmp_path, skeleton_manifest)
+    assert main(["extract", "--config", cfg, "checkpoint=none", "skeleton_kinematics=true"]) == 0
+    out = tmp_path / "features" / "tiny" / f"stgcn_lite-skeleton-{SEGMENTS}seg.h5"
+    fs = read_features(out)
+    assert fs.features.shape[1:] == (SEGMENTS, 64 + DIM)
+    assert fs.recipe.feature_dim == 64 + DIM and "kinematics" in fs.recipe.sampling
+    rec = load_manifest(skeleton_manifest)[1]
+    ecfg = ExtractConfig(backbone="stgcn_lite", modalities=("skeleton",), segments=SEGMENTS,
+                         skeleton_fps=25)
+    want = kinematic_features(skeleton_view(ecfg, rec.skeleton), 25)
+    row = fs.features[fs.index()[rec.video_id]]
+    for t in range(SEGMENTS):
+        np.testing.assert_allclose(row[t, 64:], want, rtol=1e-5, atol=1e-6)
+    # a rerun without the descriptors is another recipe: refused, not mixed into the file
+    assert main(["extract", "--config", cfg, "checkpoint=none"]) != 0
+
+
+def test_kinematics_need_a_fixed_rate():
+    with pytest.raises(ValueError, match="skeleton_kinematics"):
+        ExtractConfig(backbone="stgcn_lite", modalities=("skeleton",), skeleton_fps=0,
+                      skeleton_kinematics=True)

@@ -20,7 +20,7 @@ def _train_and_eval(tmp_path: Path, dataset: str, segments: int, name: str) -> d
     runs = tmp_path / f"runs_{name}"
     assert main(["train", "--config", CONFIG, f"dataset={dataset}", "backbone=toy",
                  f"segments={segments}", "modalities=rgb", f"features_dir={tmp_path / 'f'}",
-                 f"runs_dir={runs}", "text_encoder=test_hash", f"text_cache_dir={tmp_path / 'tc'}",
+                 f"runs_dir={runs}", "manifest=", "text_encoder=test_hash", f"text_cache_dir={tmp_path / 'tc'}",
                  f"models={MODELS}", "epochs=8", "batch_size=32", "imagine_per_epoch=128",
                  "val_every=4", "hidden_dim=32", "num_threads=1"]) == 0
     assert main(["eval", "--config", CONFIG, f"runs_dir={runs}",
