@@ -489,7 +489,9 @@ class Assistant:
                                    f"({first_line(e)})", first_line(e)) from e
         from assist.measure import Measurers
 
-        measurers = Measurers.load(config.measure_runs, config.runs_dir, recipes, device,
+        # measure runs named without a folder are looked up beside the error run (where
+        # `cprclip train` puts both), not in the working directory's runs_dir
+        measurers = Measurers.load(config.measure_runs, run_dir.parent, recipes, device,
                                    warnings)
         log.info("loaded run %s (%s), head %s, thresholds %s, modalities %s", loaded.name,
                  loaded.model_name, head, source, ", ".join(recipes))

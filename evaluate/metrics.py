@@ -223,6 +223,10 @@ THRESHOLD_RULES: dict[str, str] = {
     # an error is reported when it is more likely present than not: with independent calibrated
     # probabilities that is the most likely valid error set
     "calibrated_half": "calibrated probability >= 0.5 (the most likely valid set)",
+    # one calibrated mark for every error, the lowest whose val micro precision reaches
+    # [eval] target_precision: the most errors found while few reports are false alarms
+    "calibrated_precision": "one calibrated probability mark for every error, the lowest with "
+                            "val precision >= target_precision",
 }
 
 

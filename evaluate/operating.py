@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Candidate rules, most readable first: within RULE_TIE of the best val F1 the first one wins,
 # since one mark for every error reads plainly ("reported from 20 % likely") and val
 # differences that small are noise.
-RULE_ORDER = ("calibrated_global", "imagined_f1", "calibrated_half", "val_f1")
+RULE_ORDER = ("calibrated_global", "imagined_f1", "calibrated_half", "val_f1", "calibrated_precision")
 RULE_TIE = 0.01
 _CHUNK = 128  # imagined takes per block: bounds memory at real feature sizes
 
@@ -151,6 +151,25 @@ def global_mark(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return best
 
 
+def precision_mark(probs: np.ndarray, labels: np.ndarray, target: float) -> float:
+    """The lowest probability mark for every error class at which plain thresholding of (K, C)
+    calibrated ``probs`` reaches micro precision ``target`` (errors only): the most recall at
+    that precision. Where no mark reaches it, the mark of the highest precision."""
+    p = np.asarray(probs)[:, 1:]
+    y = np.asarray(labels)[:, 1:].astype(bool)
+    best = (0.99, -1.0)
+    for g in np.round(np.arange(0.01, 1.0, 0.01), 2):
+        pred = p >= g
+        if not pred.any():
+            break
+        precision = (pred & y).sum() / pred.sum()
+        if precision >= target:
+            return float(g)
+        if precision > best[1]:
+            best = (float(g), float(precision))
+    return best[0]
+
+
 def fallback_point(head: str, cfg) -> OperatingPoint:
     """Without val: 0.5 on BCE probabilities; for similarities (no fixed scale) the z-score rule.
     Uncalibrated, so it never declares a take correct."""
@@ -187,6 +206,9 @@ def choose_operating_point(head: str, singles: Units, tune: Units | None, compar
     if tune is not None and len(tune):
         g, _ = global_mark(cal(fit.scores), fit.labels)
         candidates["calibrated_global"] = (np.where(fitted, g, np.inf), None)
+        if cfg.target_precision > 0:
+            g = precision_mark(cal(fit.scores), fit.labels, cfg.target_precision)
+            candidates["calibrated_precision"] = (np.where(fitted, g, np.inf), None)
     candidates["calibrated_half"] = (np.where(fitted, 0.5, np.inf), None)
     thr, f1 = M.choose_thresholds(cal(singles.scores), singles.labels, default=never)
     candidates["val_f1"] = (np.where(fitted, thr, np.inf), f1)
@@ -200,8 +222,15 @@ def choose_operating_point(head: str, singles: Units, tune: Units | None, compar
         rows.append({"rule": name, "rule_text": M.THRESHOLD_RULES[name],
                      **rule_figures(judge.scores, judge.labels, op)})
     if cfg.threshold_rule == "auto":
-        top = max(r["f1_micro"] for r in rows)
-        chosen = next(r["rule"] for r in rows if r["f1_micro"] >= top - RULE_TIE)
+        # with a target precision, only the rules that reach it on val compete (all of them
+        # when none does: the best F1 then, and the report shows every rule's precision)
+        pool = [r for r in rows if r["precision_micro"] >= cfg.target_precision] or rows
+        if cfg.target_precision > 0 and len(pool) == len(rows) and not any(
+                r["precision_micro"] >= cfg.target_precision for r in rows):
+            log.warning("%s: no rule reaches precision %.2f on val; keeping the best F1", head,
+                        cfg.target_precision)
+        top = max(r["f1_micro"] for r in pool)
+        chosen = next(r["rule"] for r in pool if r["f1_micro"] >= top - RULE_TIE)
     elif cfg.threshold_rule in candidates:
         chosen = cfg.threshold_rule
     else:

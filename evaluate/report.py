@@ -733,7 +733,8 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
         "The composites are imagined from the val singles with the training stage's imagination "
         "(train.data.imagine). With threshold_rule = auto the first rule (in this order) within "
         "0.01 of the best micro F1 is kept: one mark for every error reads most plainly, and "
-        "smaller val differences are noise.")
+        "smaller val differences are noise. With a target_precision in [eval], only the rules "
+        "that reach it on val compete (calibrated_precision aims at it).")
     notes = list(notes or [])
     by_warning: dict[str, list[str]] = {}
     for e in entries:

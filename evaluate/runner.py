@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 # Choice fields of [eval]; the first two name the rows of evaluate.metrics'
 # NO_POSITIVE_POLICIES and THRESHOLD_RULES (tests/pipeline/test_config.py keeps them in step).
 NoPositivePolicy = Literal["skip", "zero"]
-ThresholdRule = Literal["auto", "calibrated_global", "imagined_f1", "calibrated_half", "val_f1"]
+ThresholdRule = Literal["auto", "calibrated_global", "imagined_f1", "calibrated_half", "val_f1",
+                        "calibrated_precision"]
 CalibrationMethod = Literal["platt", "isotonic"]
 DecisionFusion = Literal["mean", "max", "none"]
 DECISION_FUSIONS: tuple[str, ...] = get_args(DecisionFusion)
@@ -84,6 +85,9 @@ class EvalConfig:
     # how per-class marks are chosen (evaluate.metrics.THRESHOLD_RULES); auto = every rule is
     # tried on val and the best micro F1 on held-out imagined composites + singles is kept
     threshold_rule: ThresholdRule = "auto"
+    # the micro precision a trainer needs (0 = none): auto then keeps the best F1 among the rules
+    # that reach it on val, and the calibrated_precision rule aims at it (evaluate/operating.py)
+    target_precision: float = 0.0
     # score -> probability per class, fitted on val (evaluate.calibration): platt has two
     # numbers per class, so it cannot overfit a small val split the way isotonic can
     calibration: CalibrationMethod = "platt"
@@ -125,6 +129,7 @@ class EvalConfig:
         for key in ("calibration_composite_share", "correct_level", "near_margin"):
             check_range(self, key, ge=0, le=1)
         check_range(self, "imagined_takes", ge=0)
+        check_range(self, "target_precision", ge=0, lt=1)
         check_range(self, "ece_bins", ge=1)
         check_range(self, "ood_k", ge=1)
         check_range(self, "ood_quantile", gt=0, le=1)

@@ -112,3 +112,41 @@ def test_config_rejects_out_of_range_values():
             from pipeline.config import build
 
             build(EvalConfig, bad, "test")
+
+
+def test_precision_mark_is_the_lowest_mark_that_reaches_the_target():
+    from evaluate import metrics as M
+    from evaluate.operating import precision_mark
+
+    rng = np.random.default_rng(6)
+    y = (rng.random((120, NUM_CLASSES)) < 0.25).astype(int)
+    p = np.clip(0.35 * y + 0.5 * rng.random(y.shape), 0, 1)
+    prec = {round(t, 2): M.set_metrics((p[:, 1:] >= t).astype(int), y[:, 1:])["precision_micro"]
+            for t in np.arange(0.01, 1.0, 0.01) if (p[:, 1:] >= t).any()}
+    for target in (0.5, 0.8, 0.95):
+        g = precision_mark(p, y, target)
+        assert prec[g] >= target
+        assert all(v < target for t, v in prec.items() if t < g)  # nothing lower reaches it
+    # out of reach: the mark of the highest precision
+    assert prec[precision_mark(p, y, 1.01)] == max(prec.values())
+
+
+def test_a_target_precision_keeps_only_the_rules_that_reach_it():
+    from pipeline.taxonomy import composite_label_sets
+
+    rng = np.random.default_rng(0)
+    comp = composite_label_sets()
+    singles = _units(rng, [(k % NUM_CLASSES,) for k in range(56)], 0.4)
+    tune = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
+    compare = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
+    _, free = choose_operating_point("clip", singles, tune, compare, EvalConfig())
+    best_p = max(r["precision_micro"] for r in free["rows"])
+    target = round(min(0.97, best_p - 0.02), 2)
+    op, info = choose_operating_point("clip", singles, tune, compare,
+                                      EvalConfig(target_precision=target))
+    rows = {r["rule"]: r for r in info["rows"]}
+    assert "calibrated_precision" in rows  # built only when a target is set
+    assert "calibrated_precision" not in {r["rule"] for r in free["rows"]}
+    assert rows[op.rule]["precision_micro"] >= target
+    reaching = [r for r in info["rows"] if r["precision_micro"] >= target]
+    assert rows[op.rule]["f1_micro"] >= max(r["f1_micro"] for r in reaching) - 0.01

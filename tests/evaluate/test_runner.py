@@ -83,11 +83,11 @@ def test_thresholds_file_holds_the_rule_the_report_measures(fake_runs, tmp_path)
     op = operating_point_from(record, "bce")
     ood = ood_from(record, run)
     assert op.calibrated and op.rule in ("calibrated_global", "imagined_f1", "calibrated_half",
-                                         "val_f1")
+                                         "val_f1", "calibrated_precision")
     assert ood is not None and (run / "ood.npz").is_file()
     m = json.loads((run / "metrics.json").read_text())
     head = m["heads"]["bce"]
-    assert head["rules"]["chosen"] == op.rule and len(head["rules"]["rows"]) == 4
+    assert head["rules"]["chosen"] == op.rule and len(head["rules"]["rows"]) == 5  # the demo sets target_precision
     assert head["calibration"]["test"]["ece"] is not None
     # the assistant's way, by hand: fuse the views (mean), check, decide
     fs = read_features(fake_runs.parent / "features" / "fake-rgb-2seg.h5")
