@@ -126,77 +126,77 @@ def facts_of_motion(m: Any) -> TakeFacts:
 # (tests/narration/test_narration_synth.py checks it).
 # --------------------------------------------------------------------------------------------
 
-# issue -> remarks; {rate} and {depth} are filled in (rounded as a person would say them)
+# issue -> remarks; {rate} and {depth} are filled in (rounded as a person would say them). An
+# instructor names a fault with the words of the trade ("too shallow", "you're squatting"), then
+# says what to do in their own words.
 ISSUE_LINES: dict[str, tuple[str, ...]] = {
-    "slow": ("you're too slow, pick up the pace",
-             "speed it up, that's only about {rate} a minute",
-             "the rhythm is dragging, go quicker",
-             "come on, quicker pushes, you're way under a hundred",
-             "faster please, keep up with the beat",
-             "that tempo is far too sluggish"),
-    "shallow": ("push harder, that's not deep enough",
-                "you're barely moving the chest, go deeper",
+    "slow": ("your rate is too slow, speed up",
+             "too slow, that's only about {rate} a minute",
+             "the rhythm is dragging, compress quicker",
+             "faster please, your compression rate is way under a hundred",
+             "pick up the pace, you're pushing too slowly",
+             "that tempo is far too slow"),
+    "shallow": ("not deep enough, push the chest down further",
+                "your compressions are too shallow",
                 "only about {depth} centimetres, you need at least five",
-                "more force, those pushes are shallow",
-                "put your weight into it, it's too gentle"),
-    "deep": ("ease off, you're pushing way too far",
-             "that's too much force, over six centimetres",
+                "push harder, that depth is insufficient",
+                "you're pressing too lightly, go deeper"),
+    "deep": ("you're pressing too deep, ease off",
+             "too much depth, over six centimetres",
              "not so hard, about {depth} centimetres is too deep",
-             "gentler, you'll break ribs pushing that far",
-             "you're going too deep, back off a little"),
-    "overlap": ("your hands are just stacked on top of each other",
-                "lace those fingers together, don't just lay one hand on the other",
-                "the fingers are loose, one palm simply resting on the other",
-                "hook your fingers in, they're only overlapping"),
-    "clench": ("you've made a fist, open it up",
-               "don't squeeze your hands into a ball",
-               "no fists, palms flat with the fingers woven together",
-               "your hands are clenched tight, relax them and lace them"),
-    "single": ("you're using only one hand",
-               "get your other hand on there too",
-               "two hands please, not just the one",
-               "one hand isn't enough, put the second one on top"),
-    "bent": ("your elbows are bending",
-             "lock your elbows, arms straight",
-             "don't fold your arms, keep them stiff",
-             "you're pumping with your elbows, straighten up"),
-    "tilted": ("you're leaning off to the side",
-               "your arms are slanted, shoulders right over your hands",
-               "get your arms upright, they're at an angle",
-               "you're pushing at an angle, come over the top"),
-    "jumping": ("stop bouncing on your knees",
-                "your knees come off the floor every push",
-                "no hopping, stay planted",
-                "you're jumping with each compression, keep your knees down"),
-    "squat": ("don't crouch, get down on your knees",
-              "you're squatting on your heels, knees on the floor",
-              "knees down please, no crouching over him",
-              "you're hovering in a squat, go down onto your knees"),
-    "stand": ("you're up on your feet, get down beside him",
-              "don't do this standing, kneel next to the chest",
-              "bend down, you can't push properly from standing height",
-              "get off your feet and onto your knees"),
+             "that's excessive force, push less far",
+             "you're compressing way too deep, back off a little"),
+    "overlap": ("your hands are just overlapping, lace your fingers",
+                "the hands are stacked on top of each other, fingers loose",
+                "don't just lay one hand over the other, lock the fingers in",
+                "one palm is simply resting on the other hand"),
+    "clench": ("your hands are clenched into a fist",
+               "stop clenching your fists, open the hands",
+               "no fists, lace the fingers instead",
+               "you're clenching your hands together, relax them"),
+    "single": ("you're pressing with one hand only",
+               "use both of your hands, not just the one",
+               "get your second hand on there too",
+               "one hand isn't enough, put the other one on top"),
+    "bent": ("your arms are bent",
+             "don't bend your arms, lock the elbows",
+             "your elbows keep bending, keep them straight",
+             "you're pumping with bent elbows"),
+    "tilted": ("your arms are tilted to the side",
+               "your arms are at an angle, get them upright",
+               "you're leaning sideways, shoulders over your hands",
+               "the arms are slanted, they should point straight down"),
+    "jumping": ("you're jumping with every push",
+                "stop jumping up and down",
+                "your knees jump off the floor each time you push",
+                "no jumping, stay down on your knees"),
+    "squat": ("you're squatting, not kneeling",
+              "get out of that squat and onto your knees",
+              "don't squat over him, knees on the floor",
+              "you're crouching in a squat, go down to your knees"),
+    "stand": ("you're standing, get down beside him",
+              "don't do this standing up, knees on the floor",
+              "you can't compress properly from standing",
+              "stop standing over him, get onto your knees"),
     "off_centre": ("your hands are too low, that's the belly",
-                   "move up to the middle of the chest",
-                   "wrong spot, find the lower half of the breastbone",
-                   "you're pushing on the stomach, slide your hands up"),
-    "wandering": ("your hands keep wandering around",
-                  "stay on one spot, you're moving every push",
+                   "wrong hand placement, move up to the centre of the chest",
+                   "you're pushing on the stomach, slide your hands up",
+                   "hands are off the breastbone, find the lower half of the sternum"),
+    "wandering": ("your hands keep moving around",
+                  "you're pressing in random spots, stay in the same place",
                   "don't shift your hands between pushes",
-                  "the hands drift all over the chest, pick a spot and stay there"),
+                  "the hand position changes every compression, pick one spot"),
 }
 
 # aspect -> remarks on a part done well
 PRAISE_LINES: dict[str, tuple[str, ...]] = {
     "rate": ("good pace, right around {rate} a minute", "nice steady rhythm",
-             "that tempo is spot on", "keep that speed"),
-    "depth": ("depth looks good, about five centimetres", "nice firm pushes",
-              "good, that's the right depth", "good push, let the chest come back up"),
-    "hands": ("good grip, fingers laced", "hands locked together nicely",
-              "good hand position"),
-    "arms": ("arms nice and straight", "elbows locked, good", "shoulders right over the hands"),
-    "posture": ("good, down on your knees", "nice stable position beside him",
-                "you're well set on your knees"),
+             "that tempo is spot on"),
+    "depth": ("depth looks good, about five centimetres", "good depth",
+              "good push, let the chest come back up"),
+    "hands": ("good grip, fingers laced", "hands locked together nicely"),
+    "arms": ("good arm position", "good, elbows locked"),
+    "posture": ("good, down on your knees", "nice stable position beside him"),
     "place": ("hands right in the centre of the chest", "good spot on the breastbone"),
 }
 # the aspect each issue is about (a praised aspect never contradicts an issue)
@@ -204,11 +204,11 @@ ISSUE_ASPECT = {"slow": "rate", "shallow": "depth", "deep": "depth", "overlap": 
                 "clench": "hands", "single": "hands", "bent": "arms", "tilted": "arms",
                 "jumping": "posture", "squat": "posture", "stand": "posture",
                 "off_centre": "place", "wandering": "place"}
-FILLER_LINES = ("keep going", "okay, and again", "count out loud for me", "good, keep it up",
-                "stay with it", "right, don't stop")
-ALL_GOOD_LINES = ("that's really good work, nothing to change",
-                  "perfect, exactly how it should look",
-                  "great compressions, keep doing exactly that",
+FILLER_LINES = ("keep going", "okay, and again", "count out loud for me", "stay with it",
+                "right, don't stop", "and again")
+ALL_GOOD_LINES = ("that's correct, no mistakes at all",
+                  "perfect compressions, exactly how it should look",
+                  "no errors there, keep doing exactly that",
                   "well done, everything looks right")
 
 # ASR: words a recogniser mishears, with what it writes instead
@@ -305,12 +305,12 @@ def commentary(f: TakeFacts, duration: float, rng: np.random.Generator, wer: flo
         if not parts:
             if not f.issues and rng.random() < 0.5:
                 parts.append(_pick(ALL_GOOD_LINES, rng))
-            elif good and rng.random() < 0.7:
+            elif good and rng.random() < 0.4:
                 parts.append(_fill(_pick(PRAISE_LINES[good[int(rng.integers(len(good)))]], rng),
                                    f, rng))
             else:
                 parts.append(_pick(FILLER_LINES, rng))
-        elif good and rng.random() < 0.25:  # "good depth, but your elbows..."
+        elif good and rng.random() < 0.15:  # "good depth, but your elbows..."
             parts.insert(0, _fill(_pick(PRAISE_LINES[good[int(rng.integers(len(good)))]], rng),
                                   f, rng))
         start = float(np.clip(j * step + 0.2 + rng.normal(0, 0.25), 0.0,
@@ -321,34 +321,32 @@ def commentary(f: TakeFacts, duration: float, rng: np.random.Generator, wer: flo
     return tuple(sorted(lines, key=lambda x: x.start))
 
 
-_HANDS_K = {"interlock": ("fingers interlaced", "hands locked together"),
-            "overlap": ("one hand laid loosely on the other", "hands stacked without laced fingers"),
-            "clench": ("hands balled into a fist", "clenched fists"),
-            "single": ("just one hand on the chest", "only one hand")}
-_POSTURE_K = {"kneel": ("kneeling beside the manikin", "on the knees"),
-              "squat": ("crouched on the heels", "in a squat"),
-              "stand": ("up on the feet over the manikin", "from a standing height")}
+_KEYSTEP_ISSUE = {"slow": ("at a slow rate", "with too low a compression rate"),
+                  "shallow": ("too shallow", "with too little depth"),
+                  "deep": ("too deep", "with too much depth"),
+                  "overlap": ("with the hands overlapping", "with the fingers not laced"),
+                  "clench": ("with clenched fists", "with the hands in a fist"),
+                  "single": ("with one hand", "one-handed"),
+                  "bent": ("with bent arms", "with the elbows bent"),
+                  "tilted": ("with tilted arms", "with the arms at an angle"),
+                  "jumping": ("while jumping", "with the knees jumping off the floor"),
+                  "squat": ("from a squat", "squatting beside the manikin"),
+                  "stand": ("while standing", "from a standing position"),
+                  "off_centre": ("with the hands on the abdomen", "too low on the belly"),
+                  "wandering": ("with the hands moving around", "at a new spot each time")}
 
 
 def keystep(f: TakeFacts, rng: np.random.Generator) -> str:
-    """One clean line naming the take, as a written list of steps would: chest compressions,
-    then each aspect (the ones done badly always, the others now and then)."""
-    parts = [_pick(_POSTURE_K[f.posture], rng), _pick(_HANDS_K[f.hands], rng)]
-    parts.append("elbows bent" if f.bent_arms else "arms at a slant" if f.tilted_arms
-                 else "straight vertical arms")
-    if f.jumping:
-        parts.append("knees lifting off the floor")
-    if f.off_centre:
-        parts.append("hands low on the abdomen")
-    elif f.wandering:
-        parts.append("hands moving to a new place each time")
-    parts.append(f"{'a slow' if f.rate < 99 else 'a'} rhythm of about {int(round(f.rate))} per "
-                 "minute")
-    depth = ("shallow" if "shallow" in f.issues else "overly deep" if "deep" in f.issues
-             else "adequate")
-    parts.append(f"{depth} presses of {f.depth_cm:.1f} cm")
-    head = _pick(("Chest compressions", "Compressions on the manikin", "CPR compressions"), rng)
-    return f"{head}: " + ", ".join(parts) + "."
+    """One clean line naming the take's step and how it deviates, as a written list of steps
+    would ("Chest compressions with bent arms and too shallow"); a take without a problem is
+    named as done to standard."""
+    head = _pick(("Chest compressions", "CPR compressions", "Compressions on the manikin"), rng)
+    if not f.issues:
+        return head + " " + _pick(("done correctly", "to standard, rate and depth right",
+                                   "without any error"), rng) + "."
+    parts = [_pick(_KEYSTEP_ISSUE[i], rng) for i in f.issues]
+    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{head} {body}."
 
 
 _ISSUE_NOUN = {"slow": "a slow rhythm", "shallow": "shallow presses", "deep": "presses far too deep",
