@@ -113,6 +113,7 @@ def saw_class_labels(attrs: dict[str, Any]) -> bool:
 
 def load_corpus(cfg: NarrationConfig) -> Corpus:
     """Every feature row of ``cfg``'s streams whose take has a narration file, and its texts."""
+    from pipeline.features import FeatureRecipe
     from pipeline.manifest import load_manifest
     from synth.narration import read_take
     from train.data import load_rows
@@ -181,7 +182,7 @@ def load_corpus(cfg: NarrationConfig) -> Corpus:
     raw = embed_texts(enc, text_list, cfg.text_cache)
     digest = hashlib.sha256("\n".join(text_list).encode("utf-8")).hexdigest()
     prov = {"features": {m: {"path": p["path"], "sha256": p["sha256"],
-                             "checkpoint": p["attrs"].get("checkpoint_path", ""),
+                             "checkpoint": FeatureRecipe.from_attrs(p["attrs"]).checkpoint_path,
                              "class_labels_upstream": saw_class_labels(p["attrs"])}
                          for m, p in feat_prov.items()},
             "text_encoder": {"id": encoder_id(enc), "name": enc.name,
