@@ -62,7 +62,8 @@ def _units(rng, sets, noise):
     return Units(y + noise * rng.normal(size=y.shape), y)
 
 
-def test_rules_are_compared_on_the_held_out_draw_and_the_best_kept():
+def _val_draws():
+    """56 val single takes and two imagined draws of 300 composites (seeded)."""
     from pipeline.taxonomy import composite_label_sets
 
     rng = np.random.default_rng(0)
@@ -70,6 +71,11 @@ def test_rules_are_compared_on_the_held_out_draw_and_the_best_kept():
     singles = _units(rng, [(k % NUM_CLASSES,) for k in range(56)], 0.4)
     tune = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
     compare = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
+    return singles, tune, compare
+
+
+def test_rules_are_compared_on_the_held_out_draw_and_the_best_kept():
+    singles, tune, compare = _val_draws()
     op, info = choose_operating_point("clip", singles, tune, compare, EvalConfig())
     rows = {r["rule"]: r for r in info["rows"]}
     assert list(rows) == ["calibrated_global", "imagined_f1", "calibrated_half", "val_f1"]
@@ -132,13 +138,7 @@ def test_precision_mark_is_the_lowest_mark_that_reaches_the_target():
 
 
 def test_a_target_precision_keeps_only_the_rules_that_reach_it():
-    from pipeline.taxonomy import composite_label_sets
-
-    rng = np.random.default_rng(0)
-    comp = composite_label_sets()
-    singles = _units(rng, [(k % NUM_CLASSES,) for k in range(56)], 0.4)
-    tune = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
-    compare = _units(rng, [comp[i] for i in rng.integers(len(comp), size=300)], 0.4)
+    singles, tune, compare = _val_draws()
     _, free = choose_operating_point("clip", singles, tune, compare, EvalConfig())
     best_p = max(r["precision_micro"] for r in free["rows"])
     target = round(min(0.97, best_p - 0.02), 2)
