@@ -60,7 +60,7 @@ help:
 	@echo "other tasks on the same videos (not in make all):"
 	@echo "  make frames         frame dataset (class folders + metadata.csv) -> runs/frames_ce, frames_js (docs/frames.md)"
 	@echo "                      top-5 per image: .venv/bin/cprclip predict-frames csv=FILE column=Path"
-	@echo "  make pretrain       narrations, then video-narration pretraining -> runs/narration, zero-shot figures (docs/narration.md)"
+	@echo "  make pretrain       narrations, label-free flow features, video-narration pretraining -> runs/narration, zero-shot figures (docs/narration.md)"
 	@echo "tests and benchmarks:"
 	@echo "  make test-slow      the slow tests only"
 	@echo "  make test-browser   drive the page in headless Chromium (runs browser-deps first)"
@@ -159,13 +159,17 @@ frames: setup data
 	$(call T,frames-train) $(CLI) train --config $(CONFIG) task=frames $(ARGS)
 
 # Video-narration pretraining and zero-shot recognition (issue 20, docs/narration.md): the
-# narration files of the synthetic dataset (no rendering; the manifest is not rewritten), then
-# pretraining on [narration] (label-free: RGB only) and the zero-shot figures. ARGS goes to the
-# training. A real dataset brings its own narration files (its manifest's narration column).
+# narration files of the synthetic dataset (no rendering; the manifest is not rewritten), the
+# flow videos through the shipped ImageNet weights into features/narration_lf/ (label-free: the
+# flow file of `make extract` comes from a backbone fine-tuned with the class labels; a rerun
+# skips done videos), then pretraining on [narration] and the zero-shot figures. ARGS goes to
+# the training. A real dataset brings its own narration files (its manifest's narration column).
+NARRATION_FEATURES := features/narration_lf
 .PHONY: pretrain
-pretrain: setup data
+pretrain: setup data flow
 	$(if $(filter data/synthetic/manifest.csv,$(MANIFEST)),$(call T,narrate) $(CLI) narrate --config $(CONFIG))
-	$(call T,pretrain) $(CLI) train --config $(CONFIG) task=narration $(ARGS)
+	$(call T,pretrain-extract) $(CLI) extract --config $(CONFIG) modalities=flow checkpoint=pretrained features_dir=$(NARRATION_FEATURES)
+	$(call T,pretrain) $(CLI) train --config $(CONFIG) task=narration features_dir=$(NARRATION_FEATURES) modalities=flow $(ARGS)
 
 # --- tests and benchmarks ---
 test: setup
