@@ -55,6 +55,7 @@ SECTIONS: dict[str, str] = {
     "import_alphapose": "extract.alphapose:ImportAlphaPoseConfig",
     "frames": "frames.config:FramesConfig",
     "predict_frames": "frames.config:PredictFramesConfig",
+    "narration": "narration.config:NarrationConfig",  # `cprclip train task=narration` (issue 20)
 }
 # The keys shipped configs put in [common]; any key of any stage may go there too, but these
 # are accepted without importing every stage to find out.

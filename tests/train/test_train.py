@@ -152,7 +152,7 @@ def test_missing_feature_file_is_reported(tmp_path, capsys):
     errors = [line for line in err.splitlines() if " ERROR " in line]
     # one line that names the file train looked for (the first modality's) and says why
     cfg = load_stage_config(TrainConfig, "train", "configs/synthetic.toml")
-    want = tmp_path / "synthetic" / f"{cfg.backbones['rgb']}-rgb-8seg.h5"
+    want = tmp_path / "synthetic" / f"{cfg.backbones['rgb']}-rgb-{cfg.segments}seg.h5"
     assert len(errors) == 1 and f"{want}: feature file not found" in errors[0], err
     assert "Traceback" not in err
 
