@@ -21,8 +21,9 @@ from pipeline.manifest import load_manifest
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "synthetic.toml")
 # rgb and flow: the demo config also extracts the skeleton stream, which these videos lack
-TINY = ["backbone=tsn_r18", "short_side=32", "crop_size=32", "batch_videos=4", "workers=0",
-        "modalities=rgb,flow"]
+# (8 segments: the file names below; the demo config's own count may change)
+TINY = ["backbone=tsn_r18", "segments=8", "short_side=32", "crop_size=32", "batch_videos=4",
+        "workers=0", "modalities=rgb,flow"]
 
 
 def common(root: Path, manifest: Path, features: str = "features") -> list[str]:
