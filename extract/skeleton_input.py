@@ -61,6 +61,23 @@ def torso_frame(kp: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, length
 
 
+class SkeletonInput(np.ndarray):
+    """A normalised keypoint array that remembers its video's torso length in image heights
+    (``torso_height``), which the normalisation divides out; the kinematic descriptors use it
+    to express amplitudes in image heights (:mod:`extract.kinematics`). Slices, transposes and
+    copies keep it; arithmetic results are plain arrays in spirit but keep it too."""
+
+    torso_height: float
+
+    def __new__(cls, array: np.ndarray, torso_height: float) -> "SkeletonInput":
+        obj = np.asarray(array).view(cls)
+        obj.torso_height = float(torso_height)
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.torso_height = getattr(obj, "torso_height", 0.0)
+
+
 def normalize_keypoints(kp: np.ndarray) -> np.ndarray:
     """(T, V, 3) pixels + score -> (T, V, 3) float32: x, y in torso lengths from the torso
     centre (module docstring), score unchanged; joints with score 0 are all zeros."""
@@ -73,21 +90,27 @@ def normalize_keypoints(kp: np.ndarray) -> np.ndarray:
 
 
 def to_channels_first(kp: np.ndarray) -> np.ndarray:
-    """(T, V, C) -> (C, T, V) float32, contiguous (the ST-GCN input layout)."""
-    return np.ascontiguousarray(np.transpose(kp, (2, 0, 1)), dtype=np.float32)
+    """(T, V, C) -> (C, T, V) float32, contiguous (the ST-GCN input layout); a
+    :class:`SkeletonInput` stays one (with its ``torso_height``)."""
+    out = np.ascontiguousarray(np.transpose(kp, (2, 0, 1)), dtype=np.float32)
+    height = getattr(kp, "torso_height", None)
+    return SkeletonInput(out, height) if height is not None else out
 
 
 def load_normalized(path: str | Path, fps: float) -> np.ndarray:
-    """A skeleton file, sampled at ``fps`` and normalised: (T, V, 3) float32. Raises
+    """A skeleton file, sampled at ``fps`` and normalised: (T, V, 3) float32, a
+    :class:`SkeletonInput` carrying the torso length in image heights. Raises
     SkeletonError naming the file (unreadable, no torso in any frame)."""
     sk = read_skeleton(path)
     kp = sk.keypoints[resample_indices(sk.frames, sk.fps, fps)]
     if not (kp[..., 2] > 0).any():
         raise SkeletonError(f"{path}: no keypoint was found in any frame (all scores are 0)")
     try:
-        return normalize_keypoints(kp)
+        norm = normalize_keypoints(kp)
+        length = torso_frame(np.asarray(kp, dtype=np.float32))[1]
     except ValueError as e:
         raise SkeletonError(f"{path}: {e}") from None
+    return SkeletonInput(norm, length / sk.height if sk.height > 0 else 0.0)
 
 
 def describe(fps: float) -> str:

@@ -182,6 +182,11 @@ def test_extract_appends_kinematics(skeleton_manifest, tmp_path):
     row = fs.features[fs.index()[rec.video_id]]
     for t in range(SEGMENTS):
         np.testing.assert_allclose(row[t, 64:], want, rtol=1e-5, atol=1e-6)
+    # the image-height amplitudes came through: the file's torso length reached the descriptors
+    from extract.kinematics import PER_SIGNAL
+    img = row[0, 64:][4 + 12 + 2::PER_SIGNAL]
+    assert np.count_nonzero(img) > 0
+    np.testing.assert_allclose(img, want[4 + 12 + 2::PER_SIGNAL], rtol=1e-5, atol=1e-7)
     # a rerun without the descriptors is another recipe: refused, not mixed into the file
     assert main(["extract", "--config", cfg, "checkpoint=none"]) != 0
 
