@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -262,6 +263,45 @@ def ood_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
                      ", ".join(f"{m} {v:.3f}" for m, v in o["limits"].items()),
                      f"{o['slack']:g}", _pct(o.get("val_flagged")),
                      _pct(o.get("test_flagged_videos")), _num(o.get("test_ratio_max"), ".2f")])
+    return header, rows
+
+
+def read_zeroshot(runs_dir: str | Path) -> list[tuple[str, dict]]:
+    """``(run name, zeroshot.json)`` of the narration-pretraining runs under ``runs_dir``
+    (``cprclip train task=narration``), sorted by name; a file that cannot be read is skipped
+    with a warning naming it."""
+    found = []
+    for path in sorted(Path(runs_dir).glob("*/zeroshot.json")):
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("val"), dict):
+                raise ValueError("no 'val' figures")
+        except (OSError, ValueError) as e:
+            log.warning("%s: not a zero-shot result, left out of the report (%s)", path, e)
+            continue
+        found.append((path.parent.name, data))
+    return found
+
+
+def zeroshot_rows(entries: list[Entry], zeroshot: list[tuple[str, dict]]
+                  ) -> tuple[list[str], list[list[str]]]:
+    """Zero-shot recognition after narration pretraining, beside the supervised models: the
+    same composite test mAP (per video and fused), plus the single-class figures the
+    supervised models do not have (their training data are those clips' people's peers)."""
+    header = ["run", "trained with", "streams", "CPR labels upstream", "single-class top-1",
+              "macro F1", "top-1, views fused", "mAP", "mAP fused-mean"]
+    rows = []
+    for name, z in zeroshot:
+        val, test = z.get("val") or {}, z.get("test") or {}
+        upstream = z.get("streams_trained_with_labels") or []
+        rows.append([name, "narrations (zero-shot)", ", ".join(z.get("modalities") or []) or "–",
+                     ", ".join(upstream) if upstream else "none", _pct(val.get("top1")),
+                     _pct(val.get("macro_f1")), _pct(val.get("take_top1")), _pct(test.get("mAP")),
+                     _pct(test.get("mAP_fused"))])
+    for e in entries:
+        rows.append([_model(e) + f" · {e.head}", "class labels", "–", "–", "–", "–", "–",
+                     _pct(_get(e.metrics, ("test", "video", "map", "value"))),
+                     _pct(_get(e.metrics, ("test", "take_mean", "map", "value")))])
     return header, rows
 
 
@@ -681,8 +721,10 @@ def _md_inline(text: str) -> str:
 
 
 def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] | None = None,
-                 command: str = "") -> dict[str, Path]:
-    """Write report.md, report.html and the PNGs into ``report_dir``; returns their paths."""
+                 command: str = "", zeroshot: list[tuple[str, dict]] | None = None
+                 ) -> dict[str, Path]:
+    """Write report.md, report.html and the PNGs into ``report_dir``; returns their paths.
+    ``zeroshot``: :func:`read_zeroshot`'s narration runs, shown beside the models."""
     from pipeline.provenance import code_version
 
     if not entries:
@@ -786,6 +828,15 @@ def write_report(entries: list[Entry], report_dir: str | Path, notes: list[str] 
     if "examples" in pngs:
         sections.append(("Example takes: the frames the model saw (first view)", "img",
                          "examples", ""))
+    if zeroshot:
+        sections.append((
+            "Zero-shot recognition after narration pretraining", "table",
+            zeroshot_rows(entries, zeroshot),
+            "Narration runs (cprclip train task=narration, docs/narration.md) never saw a class "
+            "label: they score each video against the 14 class prompts. Single-class columns: "
+            "the held-out people's single-class clips (val), chance top-1 7.1%. mAP columns: "
+            "the composite test clips, as in the model comparison. 'CPR labels upstream' names "
+            "the input streams whose backbones were fine-tuned with this project's labels."))
     by_view = _view_table(entries)
     if by_view:
         sections.append(("mAP per camera view (test, per video)", "table", by_view, ""))

@@ -42,7 +42,7 @@ from evaluate.decide import (OOD_FILE, THRESHOLDS_FILE, THRESHOLDS_VERSION, VERD
                              zscore_predictions)  # noqa: F401 - zscore_predictions: re-exported
 from evaluate.operating import Units, choose_operating_point, fallback_point, imagined_takes
 from evaluate.report import (Entry, best_entry, comparison_rows, decision_rows, pick_examples,
-                             text_table, write_report)
+                             read_zeroshot, text_table, write_report)
 from pipeline.atomic import write_atomic
 from pipeline.config import check_fields, check_range, check_seed, to_dict
 from pipeline.features import (FeatureRecipe, FeatureSet, is_random_init, join, read_features,
@@ -618,7 +618,7 @@ def run_eval(cfg: EvalConfig, command: str = "") -> tuple[list[Entry], list[str]
         best = best_entry(entries)
         best.example_frames = example_frames(best)
         write_report(entries, cfg.report_dir, notes=[f"run failed: {e}" for e in errors],
-                     command=command)
+                     command=command, zeroshot=read_zeroshot(cfg.runs_dir))
     return entries, errors
 
 

@@ -110,3 +110,36 @@ def test_per_class_table_is_the_assistants_operating_point(tmp_path):
     # the unsuitable take of the fixture is counted where the assistant's verdicts are
     dec = best.metrics["decisions"][best.metrics["decisions"]["unit"]]
     assert dec["verdicts"]["unsuitable"] == 1 and best.pred[-1].sum() == 0
+
+
+def test_zeroshot_runs_sit_beside_the_supervised_models(tmp_path, caplog):
+    """Narration runs' zeroshot.json under runs_dir become a table in the report, with the
+    supervised models' composite mAP in the same columns; a broken file is named and skipped."""
+    import json
+
+    from evaluate.report import read_zeroshot, zeroshot_rows
+
+    runs = tmp_path / "runs"
+    (runs / "narration").mkdir(parents=True)
+    (runs / "narration" / "zeroshot.json").write_text(json.dumps({
+        "modalities": ["flow"], "streams_trained_with_labels": [],
+        "val": {"top1": 0.375, "macro_f1": 0.31, "take_top1": 0.5},
+        "test": {"mAP": 0.267, "mAP_fused": 0.384}}))
+    (runs / "broken").mkdir()
+    (runs / "broken" / "zeroshot.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        found = read_zeroshot(runs)
+    assert [n for n, _ in found] == ["narration"]
+    assert "broken/zeroshot.json" in caplog.text
+    entries = _entries(np.random.default_rng(0))
+    header, rows = zeroshot_rows(entries, found)
+    assert rows[0][:5] == ["narration", "narrations (zero-shot)", "flow", "none", "37.5"]
+    assert rows[0][header.index("mAP fused-mean")] == "38.4"
+    want = f"{100 * entries[0].metrics['test']['video']['map']['value']:.1f}"
+    assert rows[1][header.index("mAP")] == want and rows[1][1] == "class labels"
+    write_report(entries, tmp_path / "rep", zeroshot=found)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Zero-shot recognition after narration pretraining" in md
+    assert "| narration | narrations (zero-shot) | flow | none | 37.5 |" in md
+    write_report(entries, tmp_path / "rep2")
+    assert "Zero-shot" not in (tmp_path / "rep2" / "report.md").read_text()
