@@ -410,6 +410,23 @@ def _split_arrays(sets: dict[str, FeatureSet], split: str) -> tuple[dict[str, np
     return feats, meta
 
 
+def _prepared(run, sets: dict[str, FeatureSet], name: str, warnings: list[str]
+              ) -> dict[str, FeatureSet]:
+    """The stored features as the run's head reads them (``Run.prepare``: streams standardised
+    per camera view), for every split at once: scores, imagined composites and the input check
+    all see the same numbers."""
+    norm = getattr(run, "viewnorm", None)
+    if not norm:
+        return sets
+    ref = next(iter(sets.values()))
+    prepared = run.prepare({m: fs.features for m, fs in sets.items()}, ref.view)
+    if norm.unknown_views:
+        warnings.append(f"camera view(s) {list(norm.unknown_views)} had no training videos: "
+                        "standardised with all views' statistics")
+        log.warning("%s: %s", name, warnings[-1])
+    return {m: dataclasses.replace(fs, features=prepared[m]) for m, fs in sets.items()}
+
+
 def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
     """Score one run and write its metrics.json and thresholds.json; returns (metrics, entries)."""
     t0 = time.time()
@@ -426,6 +443,7 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig) -> tuple[dict, list[Entry]]:
             warnings.append(f"the {m} features came from a randomly initialised backbone "
                             f"({recipe.backbone}); scores say little about real use")
     sets = read_run_features(run.feature_files, recipes)
+    sets = _prepared(run, sets, name, warnings)
     files = {}
     for m, path in run.feature_files.items():
         sha = file_sha256(path)

@@ -52,6 +52,10 @@ class TrainConfig:
     segments: int = 8  # TSN's 8 segments
     modalities: tuple[Modality, ...] = ("rgb", "flow")  # two-stream, as in CPR-Coach; or any of rgb, flow, skeleton
     fusion: Literal["concat", "late"] = "concat"  # concat: one head on all streams' features; late: a head each, scores averaged
+    # streams standardised per camera view with the training videos' statistics before the head
+    # (train/viewnorm.py): a fixed rig sees the same motion as different pixels in each camera;
+    # entries not in `modalities` are skipped (so `modalities=rgb` alone still runs)
+    view_standardise: tuple[Modality, ...] = ()
 
     # what to train
     models: tuple[ModelName, ...] = ("cpr_clip", "cpr_clip_plus", "bce", "imaginenet_fc")
@@ -150,6 +154,8 @@ class TrainConfig:
             raise key_error(self, "modalities", "need at least one (rgb, flow, skeleton)")
         if len(set(self.modalities)) != len(self.modalities):
             raise key_error(self, "modalities", f"repeated entry in {list(self.modalities)}")
+        if len(set(self.view_standardise)) != len(self.view_standardise):
+            raise key_error(self, "view_standardise", f"repeated entry in {list(self.view_standardise)}")
         if not self.imagine_sizes or any(not 2 <= s <= 4 for s in self.imagine_sizes):
             raise key_error(self, "imagine_sizes", f"each must be 2..4, got {list(self.imagine_sizes)}")
         from train.prompts import check_kinds

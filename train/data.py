@@ -55,6 +55,21 @@ class FeatureRows:
         return self.labels.argmax(axis=1)
 
 
+def split_modalities(rows: FeatureRows, modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The rows' concatenated (N, T, sum D) features -> ``{modality: (N, T, D_m)}`` (views)."""
+    if len(modalities) != len(rows.dims):
+        raise ValueError(f"{len(modalities)} modalities for {len(rows.dims)} feature blocks")
+    edges = np.cumsum((0,) + tuple(rows.dims))
+    return {m: rows.features[..., a:b] for m, a, b in zip(modalities, edges[:-1], edges[1:])}
+
+
+def with_features(rows: FeatureRows, features: dict[str, np.ndarray],
+                  modalities: tuple[str, ...]) -> FeatureRows:
+    """``rows`` with their features replaced by ``features`` concatenated in ``modalities`` order."""
+    return FeatureRows(rows.video_id, rows.view, rows.participant, rows.labels,
+                       concat_modalities(features, modalities), rows.dims)
+
+
 def concat_modalities(features: dict[str, np.ndarray], modalities: tuple[str, ...]) -> np.ndarray:
     """``{modality: (N, T, D_m)}`` -> (N, T, sum D_m) in ``modalities`` order."""
     missing = [m for m in modalities if m not in features]

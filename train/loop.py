@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,9 +48,10 @@ from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_
 from train import checkpoint as ckpt
 from train.config import MODELS, ModelSpec, TrainConfig
 from train.data import (EpochSamples, FeatureRows, epoch_samples, imaginable_sets, load_rows,
-                        paper_label_sets, split_rows)
+                        paper_label_sets, split_modalities, split_rows, with_features)
 from train.losses import bce, contrastive_kl
 from train.model import HeadArgs, VideoHead
+from train.viewnorm import ViewNorm
 from train.prompts import NUM_WORDINGS, check_kinds, prompt, eval_prompt, training_label_sets, wording_combos
 from train.text import (TextEncoder, apply_prompt_transform, build_text_encoder, encoder_id,
                         fit_prompt_transform, prompt_embeddings)
@@ -95,6 +96,7 @@ class Prepared:
     label_sets: list[tuple[int, ...]]
     text: TextBank | None
     manifest: dict[str, str] | None = None  # {path, sha256} of the manifest the rows follow
+    viewnorm: ViewNorm = field(default_factory=ViewNorm)  # [train] view_standardise, fitted on train
 
 
 def build_text_bank(cfg: TrainConfig, label_sets: list[tuple[int, ...]], device: str,
@@ -146,6 +148,18 @@ def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     train, val = split_rows(rows, split)
     log.info("features: %d train singles, %d val rows, T=%d, D=%s", len(train), len(val),
              train.features.shape[1], "+".join(map(str, train.dims)))
+    viewnorm = ViewNorm()
+    per_view = tuple(m for m in cfg.view_standardise if m in cfg.modalities)
+    if per_view:
+        mods = tuple(cfg.modalities)
+        viewnorm = ViewNorm.fit(split_modalities(train, mods), train.view, per_view)
+        train = with_features(train, viewnorm.apply(split_modalities(train, mods), train.view), mods)
+        val = with_features(val, viewnorm.apply(split_modalities(val, mods), val.view), mods)
+        if viewnorm.unknown_views:
+            log.warning("val rows of camera view(s) %s have no training videos: standardised with "
+                        "all views' statistics", list(viewnorm.unknown_views))
+        log.info("standardised per camera view: %s (views %s)", ", ".join(per_view),
+                 sorted({int(v) for v in train.view}))
     if len(val) == 0:
         log.warning("no 'val' rows in the feature files: validation is skipped")
     label_sets = training_label_sets(tuple(sorted(set(cfg.imagine_sizes))))
@@ -158,7 +172,7 @@ def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     manifest = None
     if cfg.manifest and Path(cfg.manifest).is_file():
         manifest = {"path": str(Path(cfg.manifest).resolve()), "sha256": sha256_file(cfg.manifest)}
-    return Prepared(train, val, provenance, label_sets, text, manifest)
+    return Prepared(train, val, provenance, label_sets, text, manifest, viewnorm)
 
 
 def mean_ap(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -433,7 +447,7 @@ def _train_locked(cfg: TrainConfig, model_name: str, prep: Prepared, config_path
         "prompts": {"kinds": list(text.kinds), "combine": text.combine, "wordings": NUM_WORDINGS,
                     "test": {CLASSES[i]: list(p) for i, p in enumerate(text.test_texts)}} if text else None,
         "data": {"train_singles": len(prep.train), "val_rows": len(prep.val),
-                 "imagine": spec.imagine},
+                 "imagine": spec.imagine, "view_standardise": prep.viewnorm.describe()},
         "code_version": code_version(), "torch_version": torch.__version__, "device": str(device),
         "runtime": describe(device, False, torch.get_num_threads()),
     }
@@ -505,6 +519,7 @@ def _train_locked(cfg: TrainConfig, model_name: str, prep: Prepared, config_path
         last_val = _validate(model, prep.val, text, device)
     if finished:
         tensors = ckpt.with_prefix(model.state_dict(), "model.")
+        tensors.update(prep.viewnorm.to_tensors())
         if text is not None:
             tensors["text.test_prompts"] = torch.from_numpy(text.test)
             if text.sets is not None:

@@ -19,8 +19,12 @@ Spec (other stages code against this; keep it stable):
 - ``classes``: the C = 14 class names, in column order of every score matrix
 - also ``path`` (the run folder), ``modalities`` (tuple) and ``record`` (all of config.json:
   provenance, prompts, ``final_val`` metrics, ``checkpoint_sha256``)
+- ``prepare(features, views) -> dict``: the stored features and their (N,) camera views ->
+  the features the head reads (the ``[train] view_standardise`` streams standardised per view,
+  :mod:`train.viewnorm`; an identity for runs without it). Call it before ``scores`` and before
+  the unsuitable-input check.
 - ``scores(features) -> dict[str, np.ndarray]``: ``features`` maps modality -> (N, T, D)
-  float32 (rows already joined on video_id across modalities). Returns
+  float32, prepared (rows already joined on video_id across modalities). Returns
 
   - ``"clip"`` (N, C): cosine similarity of each video to the 14 single-class test prompts
     (fixed wording), when ``has_clip``; higher means more likely;
@@ -45,6 +49,7 @@ from pipeline.taxonomy import CLASSES
 from train import checkpoint as ckpt
 from train.data import concat_modalities
 from train.model import HeadArgs, VideoHead
+from train.viewnorm import ViewNorm
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Run:
     set_prompts: torch.Tensor | None = None
     set_labels: torch.Tensor | None = None
     classes: tuple[str, ...] = field(default=CLASSES)
+    viewnorm: ViewNorm = field(default_factory=ViewNorm)
 
     @property
     def has_clip(self) -> bool:
@@ -82,8 +88,16 @@ class Run:
         """``{modality: FeatureRecipe}``: how the features this run trained on were made."""
         return {m: FeatureRecipe.from_attrs(a) for m, a in self.feature_attrs.items()}
 
+    def prepare(self, features: dict[str, np.ndarray], views) -> dict[str, np.ndarray]:
+        """Features as stored (``{modality: (N, T, D)}``) and their (N,) camera views -> the
+        features as this run's head reads them: the ``view_standardise`` streams standardised
+        per view with the training statistics (:mod:`train.viewnorm`); the rest unchanged.
+        :meth:`scores` and the unsuitable-input check take prepared features."""
+        return self.viewnorm.apply(features, views)
+
     def scores(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``{modality: (N, T, D)}`` -> ``{"clip"|"bce"|"clip_sets": (N, C)}`` float32."""
+        """Prepared (:meth:`prepare`) ``{modality: (N, T, D)}`` -> ``{"clip"|"bce"|"clip_sets":
+        (N, C)}`` float32."""
         x = concat_modalities(features, self.modalities)
         want = sum(self.model.args.dims)
         if x.shape[-1] != want:
@@ -120,4 +134,4 @@ def load_run(run_dir: str | Path) -> Run:
         feature_attrs={m: {**v.get("attrs", {}), "sha256": v.get("sha256")} for m, v in feats.items()},
         text_encoder=(record.get("text_encoder") or {}).get("id", ""), record=record, model=model,
         test_prompts=tensors.get("text.test_prompts"), set_prompts=tensors.get("text.set_prompts"),
-        set_labels=tensors.get("text.set_labels"))
+        set_labels=tensors.get("text.set_labels"), viewnorm=ViewNorm.from_tensors(tensors))

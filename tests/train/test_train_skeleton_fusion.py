@@ -58,6 +58,7 @@ val_every = 10
     assert main(args + ["run_name=all3_concat"]) == 0
     assert main(args + ["run_name=all3_late", "fusion=late"]) == 0
     assert main(args + ["run_name=skeleton_only", "modalities=skeleton"]) == 0
+    assert main(args + ["run_name=all3_per_view", "view_standardise=skeleton"]) == 0
 
     rgb, flow, skel = (read_features(three_streams / DATASET / f"{b}-{m}-4seg.h5")
                        for m, b in (("rgb", BACKBONE), ("flow", BACKBONE),
@@ -78,10 +79,26 @@ val_every = 10
         assert run.record["final_val"]["val/mAP"] > 0.5  # chance is about 1/14
     one = load_run(runs / "skeleton_only")
     assert one.modalities == ("skeleton",) and one.model.args.dims == (6,)
+    assert not one.viewnorm and one.prepare(feats, rgb.view[test]) is feats  # nothing to do
+
+    # per-view standardisation: saved with the checkpoint, applied by Run.prepare, recorded
+    pv = load_run(runs / "all3_per_view")
+    assert pv.viewnorm.modalities == ("skeleton",)
+    assert pv.record["data"]["view_standardise"] == {"skeleton": {"views": [1, 2]}}
+    train = rgb.split == "train"
+    prepared = pv.prepare({"rgb": rgb.features[train], "flow": flow.features[train],
+                           "skeleton": skel.features[train]}, rgb.view[train])
+    assert prepared["rgb"] is rgb.features[train] or np.array_equal(prepared["rgb"], rgb.features[train])
+    for v in (1, 2):  # the training rows of each view: mean 0, sd 1 per dimension
+        x = prepared["skeleton"][rgb.view[train] == v].reshape(-1, 6)
+        np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(x.std(axis=0), 1.0, atol=1e-3)
+    s = pv.scores(pv.prepare(feats, rgb.view[test]))["bce"]
+    assert s.shape == (int(test.sum()), 14) and np.isfinite(s).all()
 
     report = tmp_path / "report"
     assert main(["eval", "--config", str(toml), f"report_dir={report}"]) == 0
-    for name in ("all3_concat", "all3_late", "skeleton_only"):
+    for name in ("all3_concat", "all3_late", "skeleton_only", "all3_per_view"):
         m = json.loads((runs / name / "metrics.json").read_text())
         assert "bce" in m["heads"]
     text = (report / "report.md").read_text()
