@@ -257,3 +257,33 @@ def test_an_unsuitable_view_is_left_out_of_the_take(evaluated, tiny_run, not_cpr
     both = assistant.analyse([not_cpr["black"], not_cpr["test pattern"]], [1, 2])
     assert both.verdict == "unsuitable" and both.errors == []
     assert "none of the videos" in both.reason
+
+
+def test_a_per_view_run_standardises_each_upload_by_its_view(tiny_run, tmp_path):
+    """A run trained with ``view_standardise``: the assistant scores each uploaded view after
+    the run's per-view standardisation, exactly as eval scores the stored features."""
+    from assist import Assistant
+    from pipeline.cli import main as cli_main
+    from pipeline.features import read_features
+    from train.runs import load_run
+
+    runs = tmp_path / "runs"
+    rc = cli_main(["train", "--config", str(tiny_run["config"]), "backbone=tsn_r18", "segments=4",
+                   "modalities=rgb,flow", "models=cpr_clip_plus", "epochs=1",
+                   "text_encoder=test_hash", "imagine_per_epoch=16", "batch_size=16",
+                   "val_every=1", "hidden_dim=16", "device=cpu", f"runs_dir={runs}",
+                   f"text_cache_dir={tiny_run['root'] / 'text_cache'}", "view_standardise=flow"])
+    assert rc == 0
+    run = load_run(runs / "cpr_clip_plus")
+    assert run.viewnorm.modalities == ("flow",)
+    take = tiny_run["take"]
+    got = Assistant.load(runs / "cpr_clip_plus", threshold_source="fixed").analyse(take, [1, 2])
+    ids = [p.stem for p in take]
+    feats = {}
+    for m, path in run.feature_files.items():
+        fs = read_features(path)
+        feats[m] = fs.features[[fs.index()[i] for i in ids]]
+    want = run.scores(run.prepare(feats, [1, 2]))[got.head]
+    np.testing.assert_allclose(got.per_view_scores, want, rtol=1e-4, atol=1e-5)
+    unprepared = run.scores(feats)[got.head]
+    assert not np.allclose(got.per_view_scores, unprepared, atol=1e-3)
