@@ -60,7 +60,7 @@ help:
 	@echo "other tasks on the same videos (not in make all):"
 	@echo "  make frames         frame dataset (class folders + metadata.csv) -> runs/frames_ce, frames_js (docs/frames.md)"
 	@echo "                      top-5 per image: .venv/bin/cprclip predict-frames csv=FILE column=Path"
-	@echo "  make pretrain       narrations, label-free flow features, video-narration pretraining -> runs/narration, zero-shot figures (docs/narration.md)"
+	@echo "  make pretrain       narrations, label-free skeleton features, video-narration pretraining -> runs/narration, zero-shot figures (docs/narration.md)"
 	@echo "tests and benchmarks:"
 	@echo "  make test-slow      the slow tests only"
 	@echo "  make test-browser   drive the page in headless Chromium (runs browser-deps first)"
@@ -160,16 +160,21 @@ frames: setup data
 
 # Video-narration pretraining and zero-shot recognition (issue 20, docs/narration.md): the
 # narration files of the synthetic dataset (no rendering; the manifest is not rewritten), the
-# flow videos through the shipped ImageNet weights into features/narration_lf/ (label-free: the
-# flow file of `make extract` comes from a backbone fine-tuned with the class labels; a rerun
-# skips done videos), then pretraining on [narration] and the zero-shot figures. ARGS goes to
-# the training. A real dataset brings its own narration files (its manifest's narration column).
+# label-free features of PRETRAIN_STREAMS into features/narration_lf/ (the files of `make
+# extract` come from backbones fine-tuned with the class labels; a rerun skips done videos),
+# then pretraining on [narration] and the zero-shot figures. ARGS goes to the training. A real dataset brings its own narration files (its manifest's narration column).
+# The default stream is the keypoints through a randomly initialised ST-GCN plus the hand-made
+# kinematic descriptors (label-free too), standardised per camera ([narration] view_standardise):
+# the steadiest over two datasets x two seeds (docs/narration.md). A dataset without keypoints:
+# make pretrain PRETRAIN_STREAMS=flow; both: PRETRAIN_STREAMS=flow,skeleton.
 NARRATION_FEATURES := features/narration_lf
+PRETRAIN_STREAMS ?= skeleton
 .PHONY: pretrain
 pretrain: setup data flow
 	$(if $(filter data/synthetic/manifest.csv,$(MANIFEST)),$(call T,narrate) $(CLI) narrate --config $(CONFIG))
-	$(call T,pretrain-extract) $(CLI) extract --config $(CONFIG) modalities=flow checkpoint=pretrained features_dir=$(NARRATION_FEATURES)
-	$(call T,pretrain) $(CLI) train --config $(CONFIG) task=narration features_dir=$(NARRATION_FEATURES) modalities=flow $(ARGS)
+	$(if $(findstring flow,$(PRETRAIN_STREAMS)),$(call T,pretrain-extract) $(CLI) extract --config $(CONFIG) modalities=flow checkpoint=pretrained features_dir=$(NARRATION_FEATURES))
+	$(if $(findstring skeleton,$(PRETRAIN_STREAMS)),$(call T,pretrain-skeleton) $(CLI) extract --config $(CONFIG) modalities=skeleton checkpoint=none features_dir=$(NARRATION_FEATURES))
+	$(call T,pretrain) $(CLI) train --config $(CONFIG) task=narration features_dir=$(NARRATION_FEATURES) modalities=$(PRETRAIN_STREAMS) $(ARGS)
 
 # --- tests and benchmarks ---
 test: setup

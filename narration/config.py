@@ -35,6 +35,9 @@ class NarrationConfig:
     # files come from backbones fine-tuned with the class labels (finetune/), so a run with them
     # is not. Each run records which of its streams saw CPR labels (from the files' recipes).
     modalities: tuple[str, ...] = ("rgb",)
+    # streams standardised per camera view with the training videos' statistics (train/viewnorm.py,
+    # as [train] view_standardise); entries not in modalities are skipped
+    view_standardise: tuple[str, ...] = ()
     hidden: int = 512  # one hidden layer per segment, then the text space (E)
     dropout: float = 0.1
     # the text side: the frozen sentence encoder of [train] (the bundled MiniLM), its cache

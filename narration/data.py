@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from narration.config import NarrationConfig
+from train.viewnorm import ViewNorm
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Corpus:
     sessions: list[str]
     digest: str
     provenance: dict[str, Any]
+    viewnorm: ViewNorm = field(default_factory=ViewNorm)  # [narration] view_standardise
 
     @property
     def labelled_streams(self) -> list[str]:
@@ -122,6 +124,17 @@ def load_corpus(cfg: NarrationConfig) -> Corpus:
                 for m in cfg.modalities}
     feats, split, feat_prov = load_rows(cfg.features_dir, cfg.dataset, backbone, cfg.segments,
                                         tuple(cfg.modalities), cfg.manifest)
+    viewnorm = ViewNorm()
+    per_view = tuple(m for m in cfg.view_standardise if m in cfg.modalities)
+    if per_view:  # train/viewnorm.py: statistics of the training people's videos, per camera
+        from train.data import split_modalities, with_features
+
+        mods, train = tuple(cfg.modalities), split == "train"
+        viewnorm = ViewNorm.fit(split_modalities(feats.select(train), mods), feats.view[train],
+                                per_view)
+        feats = with_features(feats, viewnorm.apply(split_modalities(feats, mods), feats.view),
+                              mods)
+        log.info("standardised per camera view: %s", ", ".join(per_view))
     records = {r.video_id: r for r in load_manifest(cfg.manifest, check_files=False,
                                                    allow_outside_root=True)}
     texts: dict[str, int] = {}
@@ -190,9 +203,10 @@ def load_corpus(cfg: NarrationConfig) -> Corpus:
             "texts": {"count": len(text_list), "sha256": digest,
                       "lines": int(len(rows.line_text)), "narration_files": len(files)},
             "rows": {s: int((rows.split == s).sum()) for s in ("train", "val", "test")},
+            "view_standardise": viewnorm.describe(),
             "participants": {s: sorted({records[v].participant for v in rows.video_id[rows.split == s]})
                              for s in ("train", "val", "test")}}
     log.info("narration corpus: %d rows (%s), %d lines, %d distinct texts, %d sessions",
              len(rows), ", ".join(f"{s} {n}" for s, n in prov["rows"].items()),
              len(rows.line_text), len(text_list), len(sessions))
-    return Corpus(rows, text_list, raw, list(sessions), digest, prov)
+    return Corpus(rows, text_list, raw, list(sessions), digest, prov, viewnorm)

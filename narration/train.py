@@ -12,8 +12,8 @@ the held-out people are ``val`` and ``test``) with no class label:
 
 Run folder ``<runs_dir>/<run_name>/`` (pipeline/runs.py convention):
 
-- ``model.safetensors``: the final weights, the 14 class-prompt embeddings and the text
-  transform (named so that ``cprclip eval``, which takes ``checkpoint*.safetensors``, passes
+- ``model.safetensors``: the final weights, the 14 class-prompt embeddings, the text
+  transform and any per-view feature statistics (``view_standardise``) (named so that ``cprclip eval``, which takes ``checkpoint*.safetensors``, passes
   it by); ``last.safetensors``: the resume state (weights, AdamW state, epoch, identity);
 - ``zeroshot.json``: the zero-shot figures of the final weights (narration/zeroshot.py);
 - ``config.json``: ``"task": "narration"``, the resolved config, model args, provenance (feature
@@ -282,6 +282,7 @@ def _train(cfg: NarrationConfig, config_path: str | None, run_dir: Path, dist_) 
             figs = summary["figures"] = zero_shot()
         tensors = {**ckpt.with_prefix(model.state_dict(), "model."),
                    "text.class_prompts": torch.from_numpy(prompts)}
+        tensors.update(corpus.viewnorm.to_tensors())  # [narration] view_standardise
         if fit is not None:
             tensors["text.transform_mean"] = torch.from_numpy(np.asarray(fit[0], np.float32))
             tensors["text.transform_matrix"] = torch.from_numpy(np.asarray(fit[1], np.float32))
