@@ -135,3 +135,29 @@ def test_streams_from_fine_tuned_backbones_count_as_labelled():
     assert saw_class_labels({"backbone": "tsn_mnv2", "modality": "flow", "segments": 8,
                              "init": "checkpoint", "checkpoint_sha256": "d336" + "0" * 60,
                              "checkpoint_path": "finetuned/synthetic/tsn_mnv2-flow/checkpoint.safetensors"})
+
+
+def test_view_standardise_is_fitted_on_training_videos_and_saved(tiny, tmp_path):
+    """``view_standardise``: the stream standardised per camera with the training people's
+    statistics (train/viewnorm.py); they travel in model.safetensors and config.json."""
+    import numpy as np
+
+    from narration.data import load_corpus
+    from train.viewnorm import ViewNorm
+
+    cfg = _cfg(tiny, tmp_path, view_standardise="rgb")
+    corpus = load_corpus(cfg)
+    rows = corpus.rows
+    assert corpus.viewnorm.modalities == ("rgb",)
+    for v in np.unique(rows.view):  # the training rows of each camera: mean 0, sd 1
+        x = rows.features[(rows.split == "train") & (rows.view == v)].reshape(-1, rows.features.shape[-1])
+        np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(x.std(axis=0), 1.0, atol=1e-3)
+    train_narration(cfg)
+    run = tmp_path / "narration"
+    saved = ViewNorm.from_tensors(load_file(str(run / MODEL)))
+    assert saved.modalities == ("rgb",)
+    record = json.loads((run / "config.json").read_text())
+    assert record["view_standardise"] == {"rgb": {"views": [1, 2]}}
+    # a stream that is not among the modalities is skipped
+    assert not load_corpus(_cfg(tiny, tmp_path, view_standardise="skeleton")).viewnorm
