@@ -36,15 +36,7 @@ def wait_job(client, job_id, limit_s=20.0):
     raise AssertionError(f"job {job_id} did not finish in {limit_s} s")
 
 
-def leftovers(app) -> list[Path]:
-    """What is left under the server's upload folder. A job's thread may remove its folder while
-    we walk the tree (rglob then fails on the vanished folder): list again."""
-    for _ in range(100):
-        try:
-            return sorted(Path(app.state.tmp_root).rglob("*"))
-        except FileNotFoundError:
-            time.sleep(0.01)
-    return sorted(Path(app.state.tmp_root).rglob("*"))
+from upload_helpers import leftovers  # noqa: E402
 
 
 def test_health_and_openapi(stub_server):

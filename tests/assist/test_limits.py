@@ -42,15 +42,7 @@ def upload(path: Path, name: str | None = None):
     return [("files", (name or path.name, path.read_bytes(), "video/mp4"))]
 
 
-def leftovers(app) -> list[Path]:
-    """What is left under the server's upload folder. A job's thread may remove its folder while
-    we walk the tree (rglob then fails on the vanished folder): list again."""
-    for _ in range(100):
-        try:
-            return sorted(Path(app.state.tmp_root).rglob("*"))
-        except FileNotFoundError:
-            time.sleep(0.01)
-    return sorted(Path(app.state.tmp_root).rglob("*"))
+from upload_helpers import leftovers  # noqa: E402
 
 
 # case -> (file maker, server limits, config key the 413 must name). Each video is within the
