@@ -78,6 +78,7 @@ help:
 	@echo "  CHECKPOINT=FILE     backbone weights for extract"
 	@echo "  MODEL=LIST          models of train (e.g. cpr_clip_plus)"
 	@echo "  RUN=NAME_OR_FOLDER  the run serve loads (default runs/cpr_clip_plus)"
+	@echo "  PRETRAIN_STREAMS=L  label-free streams of make pretrain (default skeleton; flow, or flow,skeleton)"
 	@echo "  ARGS='key=value'    any key of the stage's config section, e.g. ARGS='segments=16'"
 	@echo "  PYTHON=python3      the interpreter that creates $(VENV)"
 
