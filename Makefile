@@ -38,7 +38,7 @@ MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 help:
 	@echo "usage: make [TARGET] [VARIABLE=value ...]   (README.md; docs/ for each stage)"
 	@echo "start here:"
-	@echo "  make all            set up, then the whole pipeline on the synthetic demo (~11-13 min after set-up, 2 CPU cores)"
+	@echo "  make all            set up, then the whole pipeline on the synthetic demo (~10-13 min after set-up, 2 CPU cores)"
 	@echo "  make test           set up, then the fast tests (not slow, not GPU)"
 	@echo "  make help           this list"
 	@echo "stages, in order (each also 'cprclip STAGE'; each skips work already done):"
