@@ -642,8 +642,7 @@ class Assistant:
             frames = {w: self._sampled_rgb(v) for v, w in zip(videos, views)}
         stage("score")
         try:
-            if hasattr(self.run, "prepare"):  # streams standardised per camera view
-                feats = self.run.prepare(feats, views)
+            feats = self.run.prepare(feats, views)  # streams standardised per camera view
             all_scores = self.run.scores(feats)
         except ValueError as e:  # features of another dimension than the checkpoint's
             raise PredictError(first_line(e)) from None

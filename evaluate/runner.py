@@ -415,7 +415,7 @@ def _prepared(run, sets: dict[str, FeatureSet], name: str, warnings: list[str]
     """The stored features as the run's head reads them (``Run.prepare``: streams standardised
     per camera view), for every split at once: scores, imagined composites and the input check
     all see the same numbers."""
-    norm = getattr(run, "viewnorm", None)
+    norm = run.viewnorm
     if not norm:
         return sets
     ref = next(iter(sets.values()))

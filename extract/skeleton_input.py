@@ -78,11 +78,13 @@ class SkeletonInput(np.ndarray):
         self.torso_height = getattr(obj, "torso_height", 0.0)
 
 
-def normalize_keypoints(kp: np.ndarray) -> np.ndarray:
+def normalize_keypoints(kp: np.ndarray, frame: tuple[np.ndarray, float] | None = None
+                        ) -> np.ndarray:
     """(T, V, 3) pixels + score -> (T, V, 3) float32: x, y in torso lengths from the torso
-    centre (module docstring), score unchanged; joints with score 0 are all zeros."""
+    centre (module docstring), score unchanged; joints with score 0 are all zeros. ``frame``:
+    the video's (centre, length) when the caller already has them (:func:`torso_frame`)."""
     kp = np.asarray(kp, dtype=np.float32)
-    centre, length = torso_frame(kp)
+    centre, length = frame if frame is not None else torso_frame(kp)
     out = kp.copy()
     out[..., :2] = (kp[..., :2] - centre.astype(np.float32)) / np.float32(length)
     out[kp[..., 2] <= 0] = 0.0
@@ -105,12 +107,13 @@ def load_normalized(path: str | Path, fps: float) -> np.ndarray:
     kp = sk.keypoints[resample_indices(sk.frames, sk.fps, fps)]
     if not (kp[..., 2] > 0).any():
         raise SkeletonError(f"{path}: no keypoint was found in any frame (all scores are 0)")
+    kp = np.asarray(kp, dtype=np.float32)
     try:
-        norm = normalize_keypoints(kp)
-        length = torso_frame(np.asarray(kp, dtype=np.float32))[1]
+        centre, length = torso_frame(kp)
     except ValueError as e:
         raise SkeletonError(f"{path}: {e}") from None
-    return SkeletonInput(norm, length / sk.height if sk.height > 0 else 0.0)
+    return SkeletonInput(normalize_keypoints(kp, (centre, length)),
+                         length / sk.height if sk.height > 0 else 0.0)
 
 
 def describe(fps: float) -> str:

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from extract.decoders import DecoderChoice
 from pipeline.config import (check_dataset_name, check_device, check_fields, check_range,
-                             check_seed, key_error)
+                             check_seed, key_error, text_cache_dir)
 from pipeline.paths import name_problem
 
 # The 2D backbones of extract/backbones.py BACKBONES that score one frame on its own (TSM shifts
@@ -97,7 +97,7 @@ class FramesConfig:
 
     @property
     def text_cache(self) -> str:
-        return self.text_cache_dir or f"{self.runs_dir}/.text_cache"
+        return text_cache_dir(self)
 
     def run_name(self, loss: str) -> str:
         return f"{self.run_prefix}_{loss}"

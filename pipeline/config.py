@@ -475,3 +475,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def to_json(cfg: Any) -> str:
     """The resolved config as JSON, for storing in every artifact."""
     return json.dumps(to_dict(cfg), sort_keys=True, default=str)
+
+
+def text_cache_dir(cfg: Any) -> str:
+    """Where a stage caches text embeddings: its ``text_cache_dir``, or ``<runs_dir>/.text_cache``,
+    the one cache ``[train]``, ``[frames]`` and ``[narration]`` share by default."""
+    return cfg.text_cache_dir or f"{cfg.runs_dir}/.text_cache"

@@ -102,20 +102,10 @@ def facts_of_motion(m: Any) -> TakeFacts:
         issues.append("shallow")
     elif depth_cm > 6.2:
         issues.append("deep")
-    if m.hand_form != "interlock":
-        issues.append(m.hand_form)
-    if bent:
-        issues.append("bent")
-    if tilted:
-        issues.append("tilted")
-    if jumping:
-        issues.append("jumping")
-    if m.posture != "kneel":
-        issues.append(m.posture)
-    if off_centre:
-        issues.append("off_centre")
-    if wandering:
-        issues.append("wandering")
+    issues += [name for name, seen in ((m.hand_form, m.hand_form != "interlock"), ("bent", bent),
+                                       ("tilted", tilted), ("jumping", jumping),
+                                       (m.posture, m.posture != "kneel"),
+                                       ("off_centre", off_centre), ("wandering", wandering)) if seen]
     return TakeFacts(float(m.rate_bpm), depth_cm, m.hand_form, m.posture, bent, tilted, jumping,
                      off_centre, wandering, tuple(issues))
 

@@ -16,6 +16,19 @@ except ImportError:  # pragma: no cover
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Every test starts on one thread without progress bars, whatever the test before it set
+    (a stage with ``num_threads = "auto"`` takes every core)."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # 2 shared cores: keep tests from fighting over them
+    except ImportError:  # pragma: no cover
+        pass
+    monkeypatch.setenv("CPRCLIP_NO_PROGRESS", "1")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _converted_weights_cache(tmp_path_factory):
     """Converted pretrained weights (extract/pretrained.py, e.g. I3D's pickle as safetensors)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pipeline.config import (check_dataset_name, check_device, check_fields, check_range,
-                             check_seed, key_error)
+                             check_seed, key_error, text_cache_dir)
 from pipeline.features import Modality
 from pipeline.paths import name_problem
 
@@ -136,7 +136,7 @@ class TrainConfig:
 
     @property
     def text_cache(self) -> str:
-        return self.text_cache_dir or f"{self.runs_dir}/.text_cache"
+        return text_cache_dir(self)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -3,6 +3,7 @@ single frame can go"): measurements on a synth dataset's keypoint files, not shi
 
     python bench/probes/skeleton_cues.py depth  [data/synthetic]   # depth cues per view
     python bench/probes/skeleton_cues.py frames [data/synthetic]   # single-frame keypoint ceiling
+    python bench/probes/skeleton_cues.py store FILE.h5               # the same cues in a feature file
 
 ``depth``: for each video, the vertical amplitude of the six hand points (score-weighted) by
 the periodic fit of extract/kinematics.py, in image heights, and the same in torso lengths;
@@ -12,6 +13,11 @@ clips) and the ROC AUC of the two depth classes on the composite clips.
 image-relative positions, scores, the view) from ``skeleton_clean/`` (exact) and ``skeleton/``
 (synth's noisy copy) -> logistic regression and boosted trees; top-1 / top-5 on the held-out
 people (split val).
+``store``: a skeleton feature file with kinematic descriptors (``cprclip extract``): the hand
+points' vertical periodic amplitude in image heights against the two depth classes on the
+composite test clips (ROC AUC per view and pooled, AP pooled, and per take with each view
+standardised by its training clips), and per class the single descriptor with the best test
+AUC after per-view standardisation, with its AP.
 """
 from __future__ import annotations
 
@@ -112,7 +118,57 @@ def frames(root: Path) -> None:
                   f"top-5 {np.mean([t in row for t, row in zip(y[va], top5)]):.3f}")
 
 
+def store(path: Path) -> None:
+    import h5py
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from extract.kinematics import BANDS, DIM, GROUPS, PER_SIGNAL
+    from pipeline.taxonomy import CLASSES
+
+    with h5py.File(path, "r") as f:
+        x = f["features"][:, 0, -DIM:].astype(np.float64)  # the descriptors: same in every segment
+        y, view = f["labels"][:], f["view"][:]
+        split, take = f["split"][:].astype(str), f["take_id"][:].astype(str)
+    train, test = split == "train", split == "test"
+    z = x.copy()  # standardised per view with the training clips
+    for v in np.unique(view):
+        ref = train & (view == v)
+        sd = x[ref].std(axis=0)
+        z[view == v] = (x[view == v] - x[ref].mean(axis=0)) / np.where(sd > 1e-9, sd, 1.0)
+    names = list(GROUPS)
+    col = (2 * names.index("hand_points") + 1) * PER_SIGNAL + 4 + BANDS + 3  # log, image heights
+    views = np.unique(view[test])
+    for k, sign in ((10, -1), (12, 1)):
+        a = sign * x[:, col]
+        per_view = [roc_auc_score(y[test & (view == v), k], a[test & (view == v)]) for v in views]
+        takes = np.unique(take[test])
+        fused = np.array([sign * z[test & (take == t), col].mean() for t in takes])
+        yt = np.array([y[test & (take == t), k][0] for t in takes])
+        print(f"{CLASSES[k]}: AUC per view " + " ".join(f"{u:.2f}" for u in per_view)
+              + f" | pooled AUC {roc_auc_score(y[test, k], a[test]):.2f}"
+              f" AP {average_precision_score(y[test, k], a[test]):.2f}"
+              f" | per take, views standardised: AUC {roc_auc_score(yt, fused):.2f}"
+              f" AP {average_precision_score(yt, fused):.2f}")
+    keys = (["amp", "log amp", "sd", "rate"] + [f"band {i}" for i in range(BANDS)]
+            + ["pp", "log pp", "pp img", "log pp img", "where", "where img"])
+    for k in range(1, len(CLASSES)):
+        best = (0.0, 0.0, "", 0)
+        for c in range(DIM):
+            if z[test, c].std() < 1e-9:
+                continue
+            auc = roc_auc_score(y[test, k], z[test, c])
+            s = 1.0 if auc >= 0.5 else -1.0
+            if max(auc, 1 - auc) > best[0]:
+                g, r = divmod(c, 2 * PER_SIGNAL)
+                best = (max(auc, 1 - auc), average_precision_score(y[test, k], s * z[test, c]),
+                        f"{names[g]} {'xy'[r // PER_SIGNAL]} {keys[r % PER_SIGNAL]}", c)
+        c = best[3]
+        per_view = [roc_auc_score(y[test & (view == v), k], z[test & (view == v), c]) for v in views]
+        print(f"{CLASSES[k]:28s} best single descriptor: {best[2]:28s} AUC {best[0]:.3f} "
+              f"AP {best[1]:.2f}; AUC per view " + " ".join(f"{max(u, 1 - u):.2f}" for u in per_view))
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "depth"
-    root = Path(sys.argv[2] if len(sys.argv) > 2 else "data/synthetic")
-    {"depth": depth, "frames": frames}[what](root)
+    arg = Path(sys.argv[2] if len(sys.argv) > 2 else "data/synthetic")
+    {"depth": depth, "frames": frames, "store": store}[what](arg)

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.features import FeatureRecipe, ShardWriter, consolidate
 from pipeline.taxonomy import NUM_CLASSES, composite_label_sets, multi_hot
+from train.viewnorm import ViewNorm
 
 
 def make_feature_file(path: Path, modality: str = "rgb", seed: int = 0, n_takes_test: int = 12,
@@ -52,6 +53,7 @@ class FakeRun:
     has_clip: bool = True
     has_bce: bool = True
     config: dict = field(default_factory=dict)
+    viewnorm: ViewNorm = field(default_factory=ViewNorm)  # none: features are used as stored
 
     @property
     def feature_recipes(self):

@@ -1,16 +1,9 @@
-"""Fixtures for the frames tests: one thread, no progress bars, a tiny generated dataset."""
+"""Fixtures for the frames tests: a tiny generated dataset."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from frames_helpers import make_manifest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    torch.set_num_threads(1)  # 2 shared cores: keep tests from fighting over them
-    monkeypatch.setenv("CPRCLIP_NO_PROGRESS", "1")
 
 
 @pytest.fixture(scope="session")
