@@ -109,6 +109,10 @@ class TrainConfig:
     loss_t2v: bool = True  # text -> video KL term
     clip_weight: float = 1.0
     bce_weight: float = 1.0
+    # fusion = "late": each stream's own logits also get the BCE loss (this weight, averaged over
+    # the streams), so no stream leans on the others to fit the training set; the CLIP term stays
+    # on the fused similarity (a per-stream CLIP term cost its scores 0.1-2.8 mAP, docs/results.md)
+    stream_weight: float = 0.0
     # KL targets. ours: "normalised" (1 where two samples share a label set, rows summing to 1);
     # paper: "softmax" = softmax(clip_target_scale * GT), GT = 1 on the diagonal and on shared sets;
     # "overlap": the Jaccard overlap of the two label sets, rows summing to 1 (train/losses.py)
@@ -167,7 +171,7 @@ class TrainConfig:
         for k in ("epochs", "batch_size", "val_every", "hidden_dim", "segments"):
             check_range(self, k, ge=1)
         for k in ("imagine_per_epoch", "stop_after_epoch", "weight_decay", "clip_weight",
-                  "bce_weight"):
+                  "bce_weight", "stream_weight"):
             check_range(self, k, ge=0)
         if self.num_threads != "auto":
             check_range(self, "num_threads", ge=0)

@@ -376,18 +376,23 @@ def run_epoch(model: VideoHead, opt: torch.optim.Optimizer, cfg: TrainConfig, sp
             g["lr"] = lr
         x = x_all[sl].to(device)
         sid = sid_all[sl].to(device)
-        embs, logits = model(x)
+        embs, stream_logits = model.stream_outputs(x)
+        logits = torch.stack(stream_logits).mean(dim=0) if stream_logits else None
+        y = y_all[sl].to(device)
         loss = torch.zeros((), device=device)
         if spec.clip:
             txt = text_for(sid, combo_all[sl].to(device))  # (B, E)
             lg = model.scale() * model.similarity(embs, txt)  # (B, B) video i vs prompt of j
             lc = contrastive_kl(lg, sid, cfg.loss_v2t, cfg.loss_t2v, cfg.clip_targets,
-                                cfg.clip_target_scale, y_all[sl].to(device))
+                                cfg.clip_target_scale, y)
             loss = loss + cfg.clip_weight * lc
             sums["loss_clip"] += lc.item()
         if spec.bce:
-            lb = bce(logits, y_all[sl].to(device))
+            lb = bce(logits, y)
             loss = loss + cfg.bce_weight * lb
+            if cfg.stream_weight > 0 and len(stream_logits) > 1:  # late fusion: each stream's own BCE
+                loss = loss + cfg.stream_weight * cfg.bce_weight * torch.stack(
+                    [bce(lg, y) for lg in stream_logits]).mean()
             sums["loss_bce"] += lb.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -139,12 +139,15 @@ class VideoHead(nn.Module):
             return [x]
         return list(torch.split(x, list(self.args.dims), dim=-1))
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """x (B, T, sum D) -> (per-stream unit embeddings [(B, E)], fused class logits (B, C))."""
+    def stream_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """x (B, T, sum D) -> (per-stream unit embeddings [(B, E)], per-stream logits [(B, C)])."""
         x = (x - self.in_mean) / self.in_std
         outs = [s(xi) for s, xi in zip(self.streams, self.split(x))]
-        embs = [e for e, _ in outs if e is not None]
-        logits = [lg for _, lg in outs if lg is not None]
+        return [e for e, _ in outs if e is not None], [lg for _, lg in outs if lg is not None]
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """x (B, T, sum D) -> (per-stream unit embeddings [(B, E)], fused class logits (B, C))."""
+        embs, logits = self.stream_outputs(x)
         return embs, (torch.stack(logits).mean(dim=0) if logits else None)
 
     def scale(self) -> torch.Tensor:
