@@ -59,3 +59,21 @@ def test_one_stream_has_nothing_to_add():
 def test_stream_weight_cannot_be_negative():
     with pytest.raises(ConfigError, match="stream_weight"):
         TrainConfig(stream_weight=-0.1)
+
+
+@pytest.mark.gpu
+def test_cuda_epoch_equals_cpu():
+    """The stream losses on CUDA: the same epoch loss and the same weights after its step."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    s = _samples(64)
+    cfg = TrainConfig(batch_size=64, stream_weight=0.5)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        model = _head("late").to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        sums, _ = run_epoch(model, opt, cfg, MODELS["bce"], s, None, 0, torch.device(dev))
+        out[dev] = (sums["loss"], [p.detach().cpu() for p in model.parameters()])
+    assert out["cuda"][0] == pytest.approx(out["cpu"][0], rel=1e-4)
+    for a, b in zip(out["cpu"][1], out["cuda"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
