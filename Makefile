@@ -38,7 +38,7 @@ MANIFEST := $(shell sed -n 's/^manifest *= *"\(.*\)"/\1/p' $(CONFIG) | head -1)
 help:
 	@echo "usage: make [TARGET] [VARIABLE=value ...]   (README.md; docs/ for each stage)"
 	@echo "start here:"
-	@echo "  make all            set up, then the whole pipeline on the synthetic demo (~10-13 min after set-up, 2 CPU cores)"
+	@echo "  make all            set up, then the whole pipeline on the synthetic demo (~8-10 min after set-up, 2 CPU cores)"
 	@echo "  make test           set up, then the fast tests (not slow, not GPU)"
 	@echo "  make help           this list"
 	@echo "stages, in order (each also 'cprclip STAGE'; each skips work already done):"
@@ -163,7 +163,8 @@ frames: setup data
 # narration files of the synthetic dataset (no rendering; the manifest is not rewritten), the
 # label-free features of PRETRAIN_STREAMS into features/narration_lf/ (the files of `make
 # extract` come from backbones fine-tuned with the class labels; a rerun skips done videos),
-# then pretraining on [narration] and the zero-shot figures. ARGS goes to the training. A real dataset brings its own narration files (its manifest's narration column).
+# then pretraining on [narration] and the zero-shot figures. ARGS goes to the training. A real
+# dataset brings its own narration files (its manifest's narration column).
 # The default stream is the keypoints through a randomly initialised ST-GCN plus the hand-made
 # kinematic descriptors (label-free too), standardised per camera ([narration] view_standardise):
 # the steadiest over two datasets x two seeds (docs/narration.md). A dataset without keypoints:

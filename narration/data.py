@@ -118,23 +118,18 @@ def load_corpus(cfg: NarrationConfig) -> Corpus:
     from pipeline.features import FeatureRecipe
     from pipeline.manifest import load_manifest
     from synth.narration import read_take
-    from train.data import load_rows
+    from train.data import fit_view_norm, load_rows, view_standardised
 
     backbone = {m: cfg.skeleton_backbone if m == "skeleton" else cfg.backbone
                 for m in cfg.modalities}
     feats, split, feat_prov = load_rows(cfg.features_dir, cfg.dataset, backbone, cfg.segments,
                                         tuple(cfg.modalities), cfg.manifest)
-    viewnorm = ViewNorm()
-    per_view = tuple(m for m in cfg.view_standardise if m in cfg.modalities)
-    if per_view:  # train/viewnorm.py: statistics of the training people's videos, per camera
-        from train.data import split_modalities, with_features
-
-        mods, train = tuple(cfg.modalities), split == "train"
-        viewnorm = ViewNorm.fit(split_modalities(feats.select(train), mods), feats.view[train],
-                                per_view)
-        feats = with_features(feats, viewnorm.apply(split_modalities(feats, mods), feats.view),
-                              mods)
-        log.info("standardised per camera view: %s", ", ".join(per_view))
+    # train/viewnorm.py: statistics of the training people's videos, per camera
+    mods = tuple(cfg.modalities)
+    viewnorm = fit_view_norm(feats.select(split == "train"), mods, cfg.view_standardise)
+    if viewnorm:
+        feats = view_standardised(feats, viewnorm, mods)
+        log.info("standardised per camera view: %s", ", ".join(viewnorm.modalities))
     records = {r.video_id: r for r in load_manifest(cfg.manifest, check_files=False,
                                                    allow_outside_root=True)}
     texts: dict[str, int] = {}

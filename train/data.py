@@ -24,6 +24,7 @@ from pipeline.features import (FeatureStoreError, align_to_manifest, feature_pat
                                read_features)
 from pipeline.provenance import sha256_file
 from pipeline.taxonomy import CORRECT, ERROR_IDS, NUM_CLASSES, is_valid_label_set
+from train.viewnorm import ViewNorm
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,23 @@ def with_features(rows: FeatureRows, features: dict[str, np.ndarray],
     """``rows`` with their features replaced by ``features`` concatenated in ``modalities`` order."""
     return FeatureRows(rows.video_id, rows.view, rows.participant, rows.labels,
                        concat_modalities(features, modalities), rows.dims)
+
+
+def fit_view_norm(rows: FeatureRows, modalities: tuple[str, ...],
+                  wanted: tuple[str, ...]) -> ViewNorm:
+    """``view_standardise``: per-camera statistics of the ``wanted`` streams that are among
+    ``modalities``, from ``rows`` (the training people's videos); empty when none is wanted."""
+    per_view = tuple(m for m in wanted if m in modalities)
+    if not per_view:
+        return ViewNorm()
+    return ViewNorm.fit(split_modalities(rows, modalities), rows.view, per_view)
+
+
+def view_standardised(rows: FeatureRows, norm: ViewNorm, modalities: tuple[str, ...]) -> FeatureRows:
+    """``rows`` with ``norm``'s streams standardised per camera view (the rest as they are)."""
+    if not norm:
+        return rows
+    return with_features(rows, norm.apply(split_modalities(rows, modalities), rows.view), modalities)
 
 
 def concat_modalities(features: dict[str, np.ndarray], modalities: tuple[str, ...]) -> np.ndarray:

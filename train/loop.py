@@ -47,8 +47,8 @@ from pipeline.runtime import describe, pick_device, resolve_threads
 from pipeline.taxonomy import CLASSES, NUM_CLASSES, composite_label_sets, multi_hot, single_label_sets
 from train import checkpoint as ckpt
 from train.config import MODELS, ModelSpec, TrainConfig
-from train.data import (EpochSamples, FeatureRows, epoch_samples, imaginable_sets, load_rows,
-                        paper_label_sets, split_modalities, split_rows, with_features)
+from train.data import (EpochSamples, FeatureRows, epoch_samples, fit_view_norm, imaginable_sets,
+                        load_rows, paper_label_sets, split_rows, view_standardised)
 from train.losses import bce, contrastive_kl
 from train.model import HeadArgs, VideoHead
 from train.viewnorm import ViewNorm
@@ -148,17 +148,14 @@ def prepare(cfg: TrainConfig, device: str = "cpu") -> Prepared:
     train, val = split_rows(rows, split)
     log.info("features: %d train singles, %d val rows, T=%d, D=%s", len(train), len(val),
              train.features.shape[1], "+".join(map(str, train.dims)))
-    viewnorm = ViewNorm()
-    per_view = tuple(m for m in cfg.view_standardise if m in cfg.modalities)
-    if per_view:
-        mods = tuple(cfg.modalities)
-        viewnorm = ViewNorm.fit(split_modalities(train, mods), train.view, per_view)
-        train = with_features(train, viewnorm.apply(split_modalities(train, mods), train.view), mods)
-        val = with_features(val, viewnorm.apply(split_modalities(val, mods), val.view), mods)
+    mods = tuple(cfg.modalities)
+    viewnorm = fit_view_norm(train, mods, cfg.view_standardise)
+    if viewnorm:
+        train, val = view_standardised(train, viewnorm, mods), view_standardised(val, viewnorm, mods)
         if viewnorm.unknown_views:
             log.warning("val rows of camera view(s) %s have no training videos: standardised with "
                         "all views' statistics", list(viewnorm.unknown_views))
-        log.info("standardised per camera view: %s (views %s)", ", ".join(per_view),
+        log.info("standardised per camera view: %s (views %s)", ", ".join(viewnorm.modalities),
                  sorted({int(v) for v in train.view}))
     if len(val) == 0:
         log.warning("no 'val' rows in the feature files: validation is skipped")

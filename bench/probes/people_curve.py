@@ -13,6 +13,7 @@ folder of a dataset whose features exist (after ``make extract``).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
     config = DEFAULT_CONFIG
     if rest[:1] == ["--config"]:
         config, rest = rest[1], rest[2:]
-    overrides = rest
+    overrides = rest + ["models=cpr_clip_plus"]  # prepare() then builds its prompt bank
     cfg = load_stage_config(TrainConfig, "train", config, overrides)
     if cfg.num_threads != 0:  # as `cprclip train`: the demo's one thread never stalls on a busy CPU
         torch.set_num_threads(resolve_threads(cfg.num_threads, 0, "[train] num_threads"))
@@ -68,10 +69,10 @@ def main(argv: list[str]) -> int:
     results: dict[int, list[dict[str, tuple[float, float]]]] = {}
     for keep in subsets:
         name = "+".join(keep)
-        sub = loop.Prepared(**{**prep.__dict__,
-                               "train": prep.train.select(np.isin(prep.train.participant.astype(str), keep))})
+        sub = dataclasses.replace(
+            prep, train=prep.train.select(np.isin(prep.train.participant.astype(str), keep)))
         run_cfg = load_stage_config(TrainConfig, "train", config,
-                                    overrides + [f"runs_dir={out_dir / name}", "models=cpr_clip_plus"])
+                                    overrides + [f"runs_dir={out_dir / name}"])
         loop.train_one(run_cfg, "cpr_clip_plus", sub, config)
         res = _scores(out_dir / name / "cpr_clip_plus")
         results.setdefault(len(keep), []).append(res)
